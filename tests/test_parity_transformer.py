@@ -98,3 +98,51 @@ def test_apg_cases(case, ref_dir, manifest):
     out = apg_guidance(cond, uncond, apg["guidance_scale"], apg["norm_threshold"], apg["eta"])
 
     assert torch.equal(out, tensors[f"apg.{case}.out"])
+
+
+def test_cache_keeps_only_referenced_scales(model, text_features, manifest):
+    """K/V live only for scales a later clip reads, and only until their last reader ran."""
+    from faststar.sampler import TEXT_KEY, scale_key
+
+    run = manifest["files"]["tiny_run_apg_sampled.safetensors"]
+    steps = run_steps(run)
+    readers = {ref: max(s.si for s in steps if ref in s.ref_sids) for s in steps for ref in s.ref_sids}
+    cached_after_step = []
+
+    loop = PyramidLoop(model, steps, tuple(run["scale_schedule"][-1][1:]), Guidance("apg"),
+                       torch.Generator().manual_seed(run["g_seed"]),
+                       callback=lambda record: cached_after_step.append((record.step, set(loop.cache.keys()))))
+    loop.run(text_features)
+
+    def done(si, step):
+        """True once the last repetition of scale si has run at ``step``."""
+        return si < step.si or (si == step.si and step.last_repetition)
+
+    for step, keys in cached_after_step:
+        live = {scale_key(si) for si, last in readers.items() if done(si, step) and not done(last, step)}
+        assert keys == {TEXT_KEY} | live, f"step {step.step}"
+
+
+def test_bfloat16_blocks_track_float32(model, text_features, manifest):
+    """bf16 blocks with float32 head: same schedule, logits close to the float32 run."""
+    import copy
+
+    run = manifest["files"]["tiny_run_apg_teacher_forced.safetensors"]
+    bf16_model = copy.deepcopy(model)
+    for block in bf16_model.blocks:
+        block.to(torch.bfloat16)
+
+    reference = run_loop(model, run, text_features, teacher_bits_of_fixture(run))
+    result = run_loop(bf16_model, run, text_features, teacher_bits_of_fixture(run))
+
+    assert torch.equal(result.codes, reference.codes)
+    for ours, theirs in zip(result.records, reference.records):
+        assert ours.logits_raw.dtype == torch.float32
+        scale = theirs.logits_raw.abs().max()
+        assert (ours.logits_raw - theirs.logits_raw).abs().max() < 0.05 * scale
+
+
+def teacher_bits_of_fixture(run):
+    from .conftest import reference_dir
+
+    return teacher_bits_of(reference_dir(), run, len(run["steps"]))
