@@ -1,6 +1,5 @@
 """Helpers that turn the reference fixture folder into engine inputs."""
 
-import re
 from pathlib import Path
 
 import torch
@@ -34,22 +33,13 @@ def tiny_config(manifest: dict) -> TransformerConfig:
     )
 
 
-def flat_key(key: str, blocks_per_chunk: int) -> str:
-    match = re.match(r"block_chunks\.(\d+)\.module\.(\d+)\.(.*)", key)
-    if match is None:
-        return key
-    chunk, inner, rest = match.groups()
-    return f"blocks.{int(chunk) * blocks_per_chunk + int(inner)}.{rest}"
-
-
 def tiny_transformer(ref_dir: Path, manifest: dict) -> InfinityStarTransformer:
-    """The tiny reference transformer in float32, every key of the file used."""
-    config = tiny_config(manifest)
-    state = load_tensors(ref_dir, "tiny_transformer.safetensors")
-    per_chunk = config.depth // config.block_chunks
-    model = InfinityStarTransformer(config)
-    model.load_state_dict({flat_key(k, per_chunk): v for k, v in state.items()}, strict=True)
-    return model.eval()
+    """The tiny reference transformer in float32, loaded through the engine's checkpoint loader."""
+    from faststar.checkpoints import load_transformer
+
+    model, info = load_transformer(Path(ref_dir) / "tiny_transformer.safetensors", dtype=torch.float32)
+    assert info.config == tiny_config(manifest)
+    return model
 
 
 def run_settings(run: dict):
