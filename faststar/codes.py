@@ -1,7 +1,7 @@
 """Bit labels, BSQ codes and the per-clip code canvas ("summed codes").
 
 The canvas of a clip is [B, 64, T, H, W]. A scale's model input is the canvas area-pooled
-to the scale's (t, h, w); a scale's codes are trilinearly stretched back to the canvas size
+to the scale's (t, h, w). A scale's codes are trilinearly stretched back to the canvas size
 and added. Both resizes run on the tensor permuted to [B, T, C, h, w], so the channel axis
 is resized together with height and width (16 semantic bits become 64 channels).
 """
@@ -51,7 +51,7 @@ def downsample_canvas(canvas: torch.Tensor, thw: tuple[int, int, int]) -> torch.
 
 
 def flatten_tokens(x: torch.Tensor) -> torch.Tensor:
-    """[1, C, t, h, w] -> [t*h*w, C], tokens in (t, h, w) order."""
+    """Flatten a grid [1, C, t, h, w] to tokens [t*h*w, C] in (t, h, w) order."""
     return x[0].flatten(1).transpose(0, 1)
 
 

@@ -24,7 +24,7 @@ DETAIL_CONDITION_SID = 801
 
 
 def encode_gt_bits(latent: torch.Tensor, steps: Sequence[Step], leak_scales: int) -> list[torch.Tensor | None]:
-    """Bit labels that rebuild ``latent`` [1, 64, T, H, W] over the steps of the first scales.
+    """Encode the bit labels that rebuild ``latent`` [1, 64, T, H, W] over the steps of the first scales.
 
     Returns one entry per step: uint8 bits [1, t, h, w, d] for steps with si < leak_scales,
     None for the others. Each repetition encodes what the earlier ones left; every clip
@@ -54,7 +54,7 @@ def encode_gt_bits(latent: torch.Tensor, steps: Sequence[Step], leak_scales: int
 
 @dataclass(frozen=True)
 class InteractiveConditionSpec:
-    """Where the interactive conditions come from in the previous segment's latent."""
+    """Source sizes and frames of the interactive conditions in the previous segment's latent."""
 
     semantic_hw: tuple[int, int]  # pooled size of the semantic condition
     detail_frame_inds: tuple[int, ...] = (18, 19)  # frames of the former latent without its frame 0
@@ -87,6 +87,6 @@ def interactive_conditions(
 
 
 def next_former(former: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
-    """The former latent of the next segment: the last F frames of former[1:] + generated."""
+    """Return the next segment's former latent: the last F frames of former[1:] + generated."""
     frames = former.shape[2]
     return torch.cat([former[:, :, 1:], generated], dim=2)[:, :, -frames:]

@@ -2,7 +2,7 @@
 
 Without ``--model`` it runs the demo model that ships with the package; with ``--model``,
 ``--vae`` and ``--text-encoder`` it runs the released InfinityStar checkpoints. FastSTAR
-pruning is on by default (``--pruning off`` turns it off); ``--compare-dense`` also runs
+pruning is on by default, and ``--pruning off`` turns it off. ``--compare-dense`` also runs
 the unpruned model with the same seed and prints the PSNR between the two videos.
 """
 
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_models(args) -> Models:
-    """The demo model, or the released checkpoints named on the command line."""
+    """Load the demo model, or the released checkpoints named on the command line."""
     if args.model is None:
         from .demo import load_demo
 
@@ -93,7 +93,7 @@ def encode_prompt(models: Models, prompt: str, frames: int) -> torch.Tensor:
 
 
 def decode_frames(vae, result: GenerationResult) -> torch.Tensor:
-    """Decoded frames [F, H, W, 3] in 0..1."""
+    """Decode the codes of a result to frames [F, H, W, 3] in 0..1."""
     with torch.inference_mode():
         video = vae.decode(result.codes.to(next(vae.parameters()).device))
     return video_to_frames(video.float().cpu())

@@ -105,7 +105,7 @@ class KVCache:
 
 @dataclass
 class AttentionInputs:
-    """What a block's attention needs besides the hidden states.
+    """Inputs of a block's attention besides the hidden states.
 
     ``rope`` is cos/sin [2, L, head_dim/2] for the L query tokens. Keys are the cached
     K/V under each of ``context`` (in order), then the tokens' own K/V, which are stored

@@ -5,7 +5,7 @@ from the head, applies temperature and guidance, draws the bits and adds their c
 clip's canvas. Each clip starts from a zero canvas; the only link between clips is
 attention to the cached K/V of the previous clip's last scale.
 
-A token pruner (see ``TokenPruner``) may shrink a step to a subset of its tokens; the loop
+A token pruner (see ``TokenPruner``) may shrink a step to a subset of its tokens. The loop
 then embeds, forwards, samples and adds codes for that subset only (partial update).
 """
 
@@ -29,7 +29,7 @@ TEXT_KEY = "t0"
 
 @dataclass(frozen=True)
 class Guidance:
-    """How the cond and uncond rows combine: 'apg' or 'cfg', with the APG norm threshold."""
+    """Guidance method ('apg' or 'cfg') that combines the cond and uncond rows, with the APG norm threshold."""
 
     method: str = "apg"
     norm_threshold: float = 0.05
@@ -41,7 +41,7 @@ class Guidance:
 
 @dataclass(frozen=True)
 class TokenPlan:
-    """Which tokens of one step run through the model.
+    """Token subset of one step that runs through the model.
 
     ``keep_idx`` lists kept token positions in (t, h, w) order, sorted and unique (None
     keeps all). With ``partial_update`` only kept tokens are embedded, forwarded, given
@@ -57,7 +57,7 @@ class TokenPlan:
 
 @dataclass
 class ScaleContext:
-    """What a pruner sees before a step: the step and the code canvases around it."""
+    """Inputs of a pruner's decision before a step: the step and the code canvases around it."""
 
     step: Step
     input_grid: torch.Tensor  # [1, 64, t, h, w]: the canvas pooled to this scale, the model input
@@ -67,7 +67,7 @@ class ScaleContext:
 
 
 class TokenPruner(Protocol):
-    """A pruning method as the loop sees it."""
+    """Interface of a pruning method, as the loop calls it."""
 
     def begin(self, model: InfinityStarTransformer, steps: Sequence[Step]) -> None:
         """Prepare for a run (for example install a block processor)."""
@@ -81,7 +81,7 @@ class TokenPruner(Protocol):
 
 @dataclass
 class StepRecord:
-    """What one visual step computed. Logits cover the forwarded tokens only."""
+    """Outputs of one visual step. Logits cover the forwarded tokens only."""
 
     step: Step
     input_codes: torch.Tensor  # [L, 64]
@@ -315,7 +315,7 @@ class PyramidLoop:
         return plan
 
     def forward_is_unneeded(self, step: Step) -> bool:
-        """A teacher-forced step needs a forward only to cache K/V that a later step reads."""
+        """Tell whether a teacher-forced step can skip its forward: only cached K/V that a later step reads need it."""
         return self.skip_unneeded_forwards and not (step.referenced and step.last_repetition)
 
     def forward_step(self, step: Step, input_codes: torch.Tensor, positions: torch.Tensor,

@@ -37,7 +37,7 @@ VIDEO_FORMATS = {
 
 
 def to_uint8(frames) -> np.ndarray:
-    """Frames [F, H, W, 3] as uint8; float input is taken as 0..1 and rounded."""
+    """Convert frames [F, H, W, 3] to uint8; float input is taken as 0..1 and rounded."""
     array = np.asarray(frames)
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"frames must be [F, H, W, 3], got shape {array.shape}")
@@ -55,7 +55,7 @@ def check_even_size(height: int, width: int) -> None:
 
 
 def unused_path(directory: Path, prefix: str, extension: str) -> Path:
-    """The first ``prefix_00001.ext``-style name in ``directory`` that does not exist."""
+    """Return the first ``prefix_00001.ext``-style name in ``directory`` that does not exist."""
     index = 1
     while True:
         candidate = directory / f"{prefix}_{index:05d}.{extension}"
