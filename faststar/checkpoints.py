@@ -625,6 +625,9 @@ def load_torch_weights(path: Path) -> Any:
             f"{path} cannot be read safely: it stores Python objects besides tensors "
             "(weights_only=True failed). Re-save its state dict in code you trust"
         ) from error
+    except (KeyError, EOFError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable torch checkpoint ({error!r}): the file is damaged "
+                         "or not a torch.save file") from error
 
 
 def _unwrap_torch_checkpoint(obj: Any, kind: str, path: Path) -> Mapping:

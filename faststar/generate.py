@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 from .flops import FlopModel, count_flops, dense_work
-from .metrics import psnr, ssim
-from .pipeline import MODEL_PRESETS, GenerationResult, GenerationSettings, generate, model_preset
+from .metrics import ssim, video_psnr
+from .pipeline import MODEL_PRESETS, GenerationResult, GenerationSettings, generate, model_preset, plan_generation
 from .pruning import PRESETS as PRUNING_PRESETS
 from .pruning import FastStarPruner, preset
 from .schedules import TEMPLATES
 from .text_encoder import decorate_prompt
 from .vae import video_to_frames
-from .video_io import write_video
+from .video_io import check_output_path, video_format, write_video
 
 logger = logging.getLogger(__name__)
 
@@ -121,15 +121,37 @@ def flop_speedup(models: Models, result: GenerationResult, pruner: FastStarPrune
     return dense / pruned
 
 
-def run(args) -> int:
-    if args.output.exists():
-        raise ValueError(f"{args.output} already exists; choose another --output (files are never overwritten)")
-    if not args.output.parent.is_dir():
-        raise ValueError(f"output folder {args.output.parent} does not exist")
+def check_device(name: str) -> None:
+    """Reject a device string torch does not know or this machine lacks."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device: use 'cpu' or 'cuda'") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: this machine has no CUDA GPU available to torch; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name!r} is not supported: use 'cpu' or 'cuda'")
 
+
+def check_arguments(args) -> None:
+    """Reject bad options before any model is loaded."""
+    video_format(args.output)
+    check_output_path(args.output)
+    check_device(args.device)
+    if args.model is None and (args.vae is not None or args.text_encoder is not None):
+        raise ValueError("--vae and --text-encoder go with --model; without --model the demo model is used")
+    if args.frames is not None:
+        preset = args.resolution or ("demo" if args.model is None else None)
+        if preset is not None:
+            plan_generation(GenerationSettings(preset, args.frames, args.aspect, args.seed))
+
+
+def run(args) -> int:
+    check_arguments(args)
     models = load_models(args)
-    frames = args.frames or max(model_preset(models.preset).video_frames)
+    frames = args.frames if args.frames is not None else max(model_preset(models.preset).video_frames)
     settings = GenerationSettings(models.preset, frames, args.aspect, args.seed)
+    plan_generation(settings)
     text = encode_prompt(models, args.prompt, frames)
 
     video, seconds, pruner, result = run_once(models, text, settings, args.pruning)
@@ -139,8 +161,10 @@ def run(args) -> int:
           f"(pruning {args.pruning}: {kept:.0%} of tokens run, FLOP-model speedup "
           f"{flop_speedup(models, result, pruner):.2f}x)")
 
-    if args.compare_dense and args.pruning != "off":
+    if args.compare_dense and args.pruning == "off":
+        print("--compare-dense has nothing to compare: this run was already dense (--pruning off)")
+    elif args.compare_dense:
         dense, dense_seconds, _, _ = run_once(models, text, settings, "off")
         print(f"dense run: {dense_seconds:.1f} s; speedup {dense_seconds / seconds:.2f}x; "
-              f"PSNR {psnr(video, dense).mean:.2f} dB, SSIM {ssim(video, dense).mean:.4f} against dense")
+              f"PSNR {video_psnr(video, dense):.2f} dB, SSIM {ssim(video, dense).mean:.4f} against dense")
     return 0

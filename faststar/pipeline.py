@@ -6,6 +6,7 @@ image-to-video and video continuation, and runs the pyramid loop.
 """
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -48,6 +49,7 @@ class ModelPreset:
     frames_inner_clip: int = 20
     video_frames: tuple[int, ...] = (1, 81)
     default_template: float = 0.562
+    pixels_per_latent: int = VAE_STRIDE  # spatial compression of the preset's VAE
 
 
 def _tiny_preset() -> ModelPreset:
@@ -114,12 +116,12 @@ class GenerationResult:
     seconds: float = 0.0
     records: list[StepRecord] = field(default_factory=list)
 
-    @property
-    def pixel_size(self) -> tuple[int, int]:
-        return self.codes.shape[-2] * VAE_STRIDE, self.codes.shape[-1] * VAE_STRIDE
-
 
 def model_preset(name: str) -> ModelPreset:
+    if name == "demo" and name not in MODEL_PRESETS:
+        from .demo.preset import register_demo_preset  # the demo package imports this module
+
+        register_demo_preset()
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
     return MODEL_PRESETS[name]
@@ -137,15 +139,29 @@ def schedule_settings(settings: GenerationSettings) -> ScheduleSettings:
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def check_sampling(settings: GenerationSettings) -> None:
+    """Reject seeds, temperatures and guidance scales the sampler cannot use."""
+    if not 0 <= settings.seed < 2**63:
+        raise ValueError(f"seed={settings.seed} is out of range: use an integer in [0, 2**63)")
+    for name in ("tau_image", "tau_video"):
+        value = getattr(settings, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={value} is invalid: temperatures must be finite and > 0")
+    scale = settings.guidance_scale
+    if scale is not None and not (math.isfinite(scale) and scale >= 1):
+        raise ValueError(f"guidance_scale={scale} is invalid: use a finite value >= 1 (1 turns guidance off)")
+
+
 def plan_generation(settings: GenerationSettings) -> SchedulePlan:
     """Schedule, context and steps of a generation; rejects frame counts the preset lacks."""
     preset = model_preset(settings.preset)
-    check_video_frames(settings.video_frames)
+    check_sampling(settings)
     if settings.video_frames not in preset.video_frames:
         raise ValueError(
             f"video_frames={settings.video_frames} is not supported by the {preset.name} model; "
             f"use one of {list(preset.video_frames)}"
         )
+    check_video_frames(settings.video_frames)
 
     template = settings.template if settings.template is not None else preset.default_template
     template = nearest_template(template)
@@ -165,10 +181,40 @@ def _plan_subset(preset: ModelPreset, script: ScheduleSettings, template: float,
     return SchedulePlan(schedule, script, first_full, context, steps)
 
 
-def check_frames_size(frames: torch.Tensor, plan: SchedulePlan, what: str) -> None:
+def check_text_features(text_features: torch.Tensor, text_channels: int) -> None:
+    """Reject prompt features that are not finite [L, text_channels] rows."""
+    if text_features.dim() != 2 or text_features.shape[1] != text_channels or text_features.shape[0] == 0:
+        raise ValueError(
+            f"text features have shape {tuple(text_features.shape)}; the model needs [L, {text_channels}] "
+            f"with L >= 1: use the text encoder this checkpoint was trained with"
+        )
+    if not torch.isfinite(text_features).all():
+        raise ValueError("text features contain NaN or infinite values: check the text encoder's dtype and weights")
+
+
+def check_frames_tensor(frames: torch.Tensor, what: str) -> None:
+    """Reject conditioning frames that are not finite float [1, 3, F, H, W] in -1..1."""
+    if frames.dim() != 5 or frames.shape[0] != 1 or frames.shape[1] != 3:
+        layout = "[1, 3, H, W]" if what == "the input image" else "[1, 3, F, H, W]"
+        raise ValueError(f"{what} has shape {tuple(frames.shape)}; expected {layout} (batch 1, RGB channels first)")
+    if not frames.is_floating_point() or not torch.isfinite(frames).all():
+        raise ValueError(f"{what} must be a finite float tensor, got dtype {frames.dtype} or NaN/inf values")
+    low, high = float(frames.min()), float(frames.max())
+    if low < -1.001 or high > 1.001:
+        raise ValueError(f"{what} has values in [{low:.3g}, {high:.3g}]; scale the pixels to -1..1 first")
+
+
+def pixel_size(settings: GenerationSettings, plan: SchedulePlan | None = None) -> tuple[int, int]:
+    """Height and width in pixels of the frames a generation makes (and I2V/V2V inputs need)."""
+    plan = plan or plan_generation(settings)
+    stride = model_preset(settings.preset).pixels_per_latent
+    _, h, w = plan.schedule[-1]
+    return h * stride, w * stride
+
+
+def check_frames_size(frames: torch.Tensor, settings: GenerationSettings, plan: SchedulePlan, what: str) -> None:
     """Reject conditioning frames [1, 3, F, H, W] whose size differs from the generation's."""
-    _, h, w = plan.schedule[plan.first_full_spatial_size_scale_index]
-    expected = (h * VAE_STRIDE, w * VAE_STRIDE)
+    expected = pixel_size(settings, plan)
     if tuple(frames.shape[-2:]) != expected:
         raise ValueError(
             f"{what} is {frames.shape[-2]}x{frames.shape[-1]} pixels but this resolution and aspect ratio "
@@ -182,15 +228,21 @@ def leaked_scales(plan: SchedulePlan, latent_frame_count: int) -> int:
     return len(covered)
 
 
-def teacher_bits_for(vae, plan: SchedulePlan, image: torch.Tensor | None, video: torch.Tensor | None,
+def teacher_bits_for(vae, settings: GenerationSettings, plan: SchedulePlan, image: torch.Tensor | None, video: torch.Tensor | None,
                      device) -> list | None:
     """Ground-truth bits for image-to-video ([1, 3, H, W]) or continuation ([1, 3, F, H, W])."""
     if image is None and video is None:
         return None
+    if image is not None and video is not None:
+        raise ValueError("give either an input image (image-to-video) or an input video (continuation), not both")
     if vae is None:
         raise ValueError("image-to-video and video continuation need the VAE to encode the input frames")
+    what = "the input image" if video is None else "the input video"
+    if image is not None and image.dim() != 4:
+        raise ValueError(f"the input image has shape {tuple(image.shape)}; expected [1, 3, H, W]")
     frames = image[:, :, None] if video is None else video
-    check_frames_size(frames, plan, "the input image" if video is None else "the input video")
+    check_frames_tensor(frames, what)
+    check_frames_size(frames, settings, plan, what)
 
     with torch.inference_mode():
         latent = vae.encode_raw_features(frames.to(device=device, dtype=torch.float32))
@@ -225,11 +277,11 @@ def generate(
     """
     started = time.perf_counter()
     plan = plan_generation(settings)
+    check_text_features(text_features, model.config.text_channels)
     device = model.word_embed.weight.device
-    teacher = teacher_bits_for(vae, plan, image, video, device)
+    teacher = teacher_bits_for(vae, settings, plan, image, video, device)
 
-    generator_device = settings.generator_device or device.type
-    generator = torch.Generator(device=generator_device).manual_seed(settings.seed)
+    generator = seeded_generator(settings.generator_device or device.type, settings.seed)
     full_hw = plan.schedule[-1][1:]
     guidance = Guidance(plan.settings.guidance, plan.settings.apg_norm_threshold)
 
@@ -250,6 +302,15 @@ def generate(
     seconds = time.perf_counter() - started
     logger.info("generated %s codes in %.1f s", tuple(result.codes.shape), seconds)
     return GenerationResult(result.codes, plan, stats, seconds, result.records)
+
+
+def seeded_generator(device: str, seed: int) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``; the sampler draws every bit from it."""
+    try:
+        return torch.Generator(device=device).manual_seed(seed)
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(f"cannot create a random generator on device {device!r} ({error}); "
+                         "use 'cpu' or an available 'cuda' device") from error
 
 
 def step_count(settings: GenerationSettings) -> int:

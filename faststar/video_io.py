@@ -6,6 +6,7 @@ existing file is never overwritten.
 """
 
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -39,10 +40,12 @@ VIDEO_FORMATS = {
 def to_uint8(frames) -> np.ndarray:
     """Convert frames [F, H, W, 3] to uint8; float input is taken as 0..1 and rounded."""
     array = np.asarray(frames)
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"frames must be [F, H, W, 3], got shape {array.shape}")
+    if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
+        raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got shape {array.shape}")
     if array.dtype == np.uint8:
         return array
+    if not np.isfinite(array).all():
+        raise ValueError("frames contain NaN or infinite values; the decoder output is invalid")
     return (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -77,23 +80,18 @@ def write_video(
     entries (for example a ComfyUI workflow as JSON) are stored in the container.
     """
     path = Path(path)
-    kind = format or path.suffix.lstrip(".").lower()
-    if kind not in VIDEO_FORMATS:
-        raise ValueError(f"unsupported video format {kind!r}; use one of {sorted(VIDEO_FORMATS)}")
-    spec = VIDEO_FORMATS[kind]
+    spec = video_format(path, format)
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps={fps} is invalid: use a frame rate > 0 (InfinityStar videos are 16 fps)")
 
     pixels = to_uint8(frames)
     check_even_size(pixels.shape[1], pixels.shape[2])
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; choose another name (files are never overwritten)")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    check_output_path(path)
 
-    handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=f".{spec.extension}", dir=path.parent)
-    os.close(handle)
+    temporary = _reserve_temporary(path.parent, spec.extension)
     try:
         _encode(pixels, temporary, spec, fps, metadata or {})
-        if path.exists():
+        if os.path.lexists(path):
             raise FileExistsError(f"{path} appeared while encoding; the new video was not saved")
         os.replace(temporary, path)
     except BaseException:
@@ -101,6 +99,46 @@ def write_video(
         raise
     logger.info("wrote %d frames (%dx%d) to %s", len(pixels), pixels.shape[2], pixels.shape[1], path)
     return path
+
+
+def video_format(path: Path, format: str | None = None) -> VideoFormat:
+    """Return the format named by ``format`` or by the file extension; both must agree."""
+    extension = path.suffix.lstrip(".").lower()
+    kind = (format or extension).lower()
+    if kind not in VIDEO_FORMATS:
+        raise ValueError(f"unsupported video format {kind or path.name!r}; use a name ending in "
+                         f"{', '.join('.' + k for k in sorted(VIDEO_FORMATS))}")
+    if format and extension and extension != kind:
+        raise ValueError(f"format {format!r} does not match the file extension of {path.name}")
+    return VIDEO_FORMATS[kind]
+
+
+def check_output_path(path: Path) -> None:
+    """Reject an existing target (a dangling link too) and a missing or unwritable folder."""
+    if os.path.lexists(path):
+        raise FileExistsError(f"{path} already exists; choose another name (files are never overwritten)")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".probe-", dir=path.parent)
+    except OSError as error:
+        raise PermissionError(f"cannot write to output folder {path.parent}: {error.strerror}") from error
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _reserve_temporary(folder: Path, extension: str) -> str:
+    """Create an empty hidden file in ``folder`` with the permissions the umask gives new files.
+
+    mkstemp creates files readable by the owner only, which would hide the video from
+    other users of a shared ComfyUI output folder.
+    """
+    handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=f".{extension}", dir=folder)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    return temporary
 
 
 def _encode(pixels: np.ndarray, target: str, spec: VideoFormat, fps: float, metadata: dict[str, str]) -> None:

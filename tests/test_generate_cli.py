@@ -42,7 +42,8 @@ def test_generate_writes_video_and_compares(ref_dir, tiny_t5, tmp_path):
     assert frames.shape[0] == 17
     assert frames.std() > 1.0
     assert "FLOP-model speedup" in done.stdout
-    assert "PSNR" in done.stdout
+    psnr = float(done.stdout.split("PSNR ")[1].split(" dB")[0])
+    assert 0 < psnr < 100
 
 
 def test_generate_refuses_existing_output(ref_dir, tiny_t5, tmp_path):
@@ -56,9 +57,21 @@ def test_generate_refuses_existing_output(ref_dir, tiny_t5, tmp_path):
     assert output.read_bytes() == b"keep"
 
 
-def test_generate_rejects_bad_frame_count(ref_dir, tiny_t5, tmp_path):
-    done = run_generate(ref_dir, tiny_t5, tmp_path / "x.mp4", "--frames", "20")
+@pytest.mark.parametrize("option, value, message", [
+    ("--frames", "20", "video_frames=20"),
+    ("--frames", "0", "video_frames=0"),
+    ("--device", "tpu", "tpu"),
+])
+def test_generate_rejects_bad_options(ref_dir, tiny_t5, tmp_path, option, value, message):
+    done = run_generate(ref_dir, tiny_t5, tmp_path / "x.mp4", option, value)
 
     assert done.returncode == 2
-    assert "20" in done.stderr
-    assert not (tmp_path / "x.mp4").exists()
+    assert message in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_rejects_unknown_extension_early(ref_dir, tiny_t5, tmp_path):
+    done = run_generate(ref_dir, tiny_t5, tmp_path / "x.avi")
+
+    assert done.returncode == 2
+    assert ".mp4" in done.stderr

@@ -65,3 +65,45 @@ def test_unused_path_skips_existing(tmp_path):
     (tmp_path / "faststar_00001.mp4").write_bytes(b"")
 
     assert unused_path(tmp_path, "faststar", "mp4").name == "faststar_00002.mp4"
+
+
+def test_written_file_follows_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_video(moving_square(), tmp_path / "shared.mp4")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("fps", [0, -5, float("nan")])
+def test_invalid_fps_rejected(tmp_path, fps):
+    with pytest.raises(ValueError, match="fps"):
+        write_video(moving_square(), tmp_path / "rate.mp4", fps=fps)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_and_nan_frames_rejected(tmp_path):
+    with pytest.raises(ValueError, match="F >= 1"):
+        write_video(np.zeros((0, 32, 48, 3), dtype=np.float32), tmp_path / "empty.mp4")
+    with pytest.raises(ValueError, match="NaN"):
+        write_video(np.full((2, 32, 48, 3), np.nan, dtype=np.float32), tmp_path / "nan.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_format_must_match_extension(tmp_path):
+    with pytest.raises(ValueError, match="does not match"):
+        write_video(moving_square(), tmp_path / "clip.mp4", format="webm")
+    assert write_video(moving_square(), tmp_path / "clip.MP4", format="MP4").exists()
+
+
+def test_dangling_link_is_not_replaced(tmp_path):
+    link = tmp_path / "link.mp4"
+    link.symlink_to(tmp_path / "missing-target.mp4")
+
+    with pytest.raises(FileExistsError):
+        write_video(moving_square(), link)
+    assert link.is_symlink()
