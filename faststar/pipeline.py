@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from .conditioning import encode_gt_bits
+from .model import TransformerConfig
 from .sampler import Guidance, LoopResult, PyramidLoop, StepRecord, TokenPruner
 from .schedules import (
     PRESETS,
@@ -50,6 +51,9 @@ class ModelPreset:
     video_frames: tuple[int, ...] = (1, 81)
     default_template: float = 0.562
     pixels_per_latent: int = VAE_STRIDE  # spatial compression of the preset's VAE
+    # Small models are recognised by their architecture; the released 8B checkpoints share
+    # one architecture for 720p and 480p, so those are told apart by their files instead.
+    transformer_config: TransformerConfig | None = None
 
 
 def _tiny_preset() -> ModelPreset:
@@ -63,8 +67,10 @@ def _tiny_preset() -> ModelPreset:
         detail_scale_min_tokens=20,
         frames_inner_clip=2,
     )
+    config = TransformerConfig(embed_dim=128, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=256,
+                               text_channels=32, block_chunks=2)
     return ModelPreset("tiny", settings, scale_subset=(0, 1, 3, 4, 7), frames_inner_clip=2,
-                       video_frames=(1, 17))
+                       video_frames=(1, 17), transformer_config=config)
 
 
 MODEL_PRESETS: dict[str, ModelPreset] = {
@@ -125,6 +131,21 @@ def model_preset(name: str) -> ModelPreset:
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
     return MODEL_PRESETS[name]
+
+
+def preset_for_checkpoint(config: TransformerConfig, resolution: str | None = None) -> str | None:
+    """Name the preset a loaded transformer runs with, or None when its files do not tell.
+
+    ``resolution`` is what the checkpoint loader read from file names or metadata
+    ('720p' or '480p' for the released model).
+    """
+    if resolution in MODEL_PRESETS:
+        return resolution
+    model_preset("demo")  # registers the demo preset
+    for preset in MODEL_PRESETS.values():
+        if preset.transformer_config is not None and preset.transformer_config == config:
+            return preset.name
+    return None
 
 
 def schedule_settings(settings: GenerationSettings) -> ScheduleSettings:

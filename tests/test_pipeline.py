@@ -108,3 +108,12 @@ def test_video_continuation_keeps_input_clips(model, vae, text_features):
     teacher = [r for r in result.records if r.teacher_forced]
     assert teacher and all(r.step.frame_end <= latent_frames for r in teacher)
     assert any(not r.teacher_forced for r in result.records)
+
+
+def test_preset_for_checkpoint(model):
+    from faststar.model import TransformerConfig
+    from faststar.pipeline import preset_for_checkpoint
+
+    assert preset_for_checkpoint(model.config) == "tiny"
+    assert preset_for_checkpoint(TransformerConfig(), "480p") == "480p"
+    assert preset_for_checkpoint(TransformerConfig()) is None
