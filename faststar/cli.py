@@ -33,7 +33,7 @@ class Command:
 COMMANDS = (
     Command("generate", "faststar.generate", "generate a video from a prompt and write it to a file"),
     Command("convert", "faststar.convert", "check a checkpoint and write it as one .safetensors file (bf16/fp16/fp32)"),
-    Command("bench", "faststar.bench", "measure the speed and memory of dense and pruned generation"),
+    Command("bench", "faststar.bench", "compare dense generation with FastSTAR and its baselines: speedup, FLOPs, PSNR/SSIM"),
     Command("evaluate-demo", "faststar.demo.evaluate", "run the demo evaluation of pruned against dense generation"),
 )
 

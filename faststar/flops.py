@@ -20,7 +20,7 @@ from .schedules import Step
 
 logger = logging.getLogger(__name__)
 
-# Text tokens assumed for the released shapes; the count moves the totals by well under 1 %.
+# Text tokens assumed for the released shapes: 100 to 512 tokens change the 720p 5 s total by under 0.7 %.
 DEFAULT_TEXT_TOKENS = 128
 
 
