@@ -341,3 +341,38 @@ def step_count(settings: GenerationSettings) -> int:
 
 def supported_frames(preset: str) -> Sequence[int]:
     return model_preset(preset).video_frames
+
+
+def generate_segment(
+    model,
+    text_features: torch.Tensor,
+    former: torch.Tensor,
+    first_frame: torch.Tensor,
+    plan: SchedulePlan,
+    spec,
+    *,
+    seed: int = 0,
+    pruner: TokenPruner | None = None,
+    callback: Callable[[StepRecord], None] | None = None,
+    keep_records: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, LoopResult]:
+    """Generate one segment of the interactive long-video mode.
+
+    ``former`` [1, 64, F, H, W] is the latent of the story so far (its last F frames) and
+    ``first_frame`` [1, 64, 1, H, W] the story's first latent frame; ``plan`` is a one-clip
+    schedule (``plan_interactive_clip``) and ``spec`` an ``InteractiveConditionSpec``.
+    The generator is seeded anew for every segment, as the reference does. Returns the new
+    clip's codes, the former latent for the next segment and the loop result.
+    """
+    from .conditioning import interactive_conditions, next_former
+
+    check_text_features(text_features, model.config.text_channels)
+    device = model.word_embed.weight.device
+    conditions = interactive_conditions(former.to(device), first_frame.to(device), spec)
+    generator = seeded_generator(device.type, seed)
+    guidance = Guidance(plan.settings.guidance, plan.settings.apg_norm_threshold)
+
+    loop = PyramidLoop(model, plan.steps, plan.schedule[-1][1:], guidance, generator, pruner=pruner,
+                       callback=callback, conditions=conditions, keep_records=keep_records)
+    result = loop.run(text_features)
+    return result.codes, next_former(former.to(device), result.codes), result

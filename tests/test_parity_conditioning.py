@@ -6,7 +6,6 @@ import torch
 from faststar.codes import flatten_tokens
 from faststar.conditioning import InteractiveConditionSpec, encode_gt_bits, interactive_conditions, next_former
 from faststar.rope import visual_positions
-from faststar.sampler import Guidance, PyramidLoop
 
 from .reference import load_tensors, run_steps, tiny_transformer
 from .test_parity_schedules import _as_scales, _interact_context, _interact_settings
@@ -42,11 +41,15 @@ def interact(manifest):
 
 
 def test_interactive_segments_match_reference(ref_dir, manifest, interact):
+    from faststar.pipeline import generate_segment
+    from faststar.schedules import SchedulePlan
+
     tensors = load_tensors(ref_dir, "tiny_run_interact.safetensors")
     model = tiny_transformer(ref_dir, manifest)
     schedule = _as_scales(interact["scale_schedule"])
     settings = _interact_settings(manifest, interact)
-    steps = run_steps_interactive(manifest, interact)
+    plan = SchedulePlan(schedule, settings, interact["first_full_spatial_size_scale_index"],
+                        _interact_context(manifest, interact), run_steps_interactive(manifest, interact))
     spec = InteractiveConditionSpec(schedule[interact["semantic_scale_ind"]][1:],
                                     tuple(interact["detail_frame_inds"]))
     full_hw = schedule[-1][1:]
@@ -55,18 +58,16 @@ def test_interactive_segments_match_reference(ref_dir, manifest, interact):
     first_frame = former[:, :, 0:1]
     for segment in interact["segments"]:
         prefix = f"seg{segment['segment']}"
-        conditions = interactive_conditions(former, first_frame, spec)
-        for condition in conditions:
+        for condition in interactive_conditions(former, first_frame, spec):
             name = f"{prefix}.{condition.key}"
             assert torch.equal(flatten_tokens(condition.codes), tensors[f"{name}.input_codes"]), name
             positions = visual_positions(tuple(condition.codes.shape[2:]), full_hw, condition.frames,
                                          condition.scale_position)
             assert torch.equal(positions.int(), tensors[f"{name}.rope_pos"]), name
 
-        generator = torch.Generator().manual_seed(interact["g_seed"])
-        loop = PyramidLoop(model, steps, full_hw, Guidance(settings.guidance), generator,
-                           conditions=conditions, keep_records=True)
-        result = loop.run(tensors[f"{prefix}.text_features"])
+        codes, next_former_codes, result = generate_segment(
+            model, tensors[f"{prefix}.text_features"], former, first_frame, plan, spec,
+            seed=interact["g_seed"], keep_records=True)
 
         for k, record in enumerate(result.records):
             name = f"{prefix}.step{k:02d}"
@@ -74,9 +75,10 @@ def test_interactive_segments_match_reference(ref_dir, manifest, interact):
             assert torch.equal(record.rope_positions.int(), tensors[f"{name}.rope_pos"]), name
             torch.testing.assert_close(record.logits_raw, tensors[f"{name}.logits_raw"], atol=1e-5, rtol=0)
             assert torch.equal(record.bits_sampled, tensors[f"{name}.bits_sampled"]), name
-        assert torch.equal(result.codes, tensors[f"{prefix}.generated_codes"]), prefix
+        assert torch.equal(codes, tensors[f"{prefix}.generated_codes"]), prefix
+        assert torch.equal(next_former_codes, next_former(former, codes))
 
-        former = next_former(former, result.codes)
+        former = next_former_codes
 
 
 def run_steps_interactive(manifest, interact):
