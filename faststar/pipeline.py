@@ -52,12 +52,12 @@ class ModelPreset:
     default_template: float = 0.562
     pixels_per_latent: int = VAE_STRIDE  # spatial compression of the preset's VAE
     # Small models are recognised by their architecture; the released 8B checkpoints share
-    # one architecture for 720p and 480p, so those are told apart by their files instead.
+    # one architecture for 720p and 480p, so their files name the resolution instead.
     transformer_config: TransformerConfig | None = None
 
 
 def _tiny_preset() -> ModelPreset:
-    """The schedule of the reference fixtures' tiny models: 5 scales, clips of 2 latent frames."""
+    """Build the preset of the reference fixtures' tiny models: 5 scales, clips of 2 latent frames."""
     settings = replace(
         PRESETS["720p"],
         pn="0.06M",
@@ -82,7 +82,7 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """What a user chooses for one generation; None means the preset's value."""
+    """User choices for one generation; None means the preset's value."""
 
     preset: str = "720p"
     video_frames: int = 81
@@ -149,7 +149,7 @@ def preset_for_checkpoint(config: TransformerConfig, resolution: str | None = No
 
 
 def schedule_settings(settings: GenerationSettings) -> ScheduleSettings:
-    """The preset's script settings with the user's overrides applied."""
+    """Return the preset's script settings with the user's overrides applied."""
     base = model_preset(settings.preset).settings
     overrides = {
         "guidance": settings.guidance,
