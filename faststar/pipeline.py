@@ -136,15 +136,16 @@ def model_preset(name: str) -> ModelPreset:
 def preset_for_checkpoint(config: TransformerConfig, resolution: str | None = None) -> str | None:
     """Name the preset a loaded transformer runs with, or None when its files do not tell.
 
+    A small model is recognised by its architecture first, whatever its file names say.
     ``resolution`` is what the checkpoint loader read from file names or metadata
     ('720p' or '480p' for the released model).
     """
-    if resolution in MODEL_PRESETS:
-        return resolution
     model_preset("demo")  # registers the demo preset
     for preset in MODEL_PRESETS.values():
         if preset.transformer_config is not None and preset.transformer_config == config:
             return preset.name
+    if resolution in MODEL_PRESETS:
+        return resolution
     return None
 
 

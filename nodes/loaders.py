@@ -25,14 +25,16 @@ class ModelLoader(io.ComfyNode):
             display_name="Load InfinityStar Model",
             category=CATEGORY,
             description=(
-                "Loads the InfinityStar transformer from models/infinitystar: the released sharded folder "
+                "Loads the InfinityStar transformer: 'demo (bundled)', the small demo model that ships with "
+                "the pack, or from models/infinitystar the released sharded folder "
                 "(infinitystar_8b_720p_weights or infinitystar_8b_480p_weights) or one .safetensors file. "
                 "Checks every tensor first and tells 720p from 480p weights by the name or metadata."
             ),
             inputs=[
                 io.Combo.Input(
-                    "model_name", options=paths.list_transformers(),
-                    tooltip="A sharded folder (with model.safetensors.index.json) or a .safetensors file in "
+                    "model_name", options=paths.with_demo(paths.list_transformers()),
+                    tooltip="'demo (bundled)' for the demo model (17 frames of 64x64, no download), or a sharded "
+                            "folder (with model.safetensors.index.json) or a .safetensors file in "
                             "models/infinitystar or an 'infinitystar:' folder of extra_model_paths.yaml.",
                 ),
                 io.Combo.Input(
@@ -43,7 +45,8 @@ class ModelLoader(io.ComfyNode):
                 io.Combo.Input(
                     "resolution", options=list(RESOLUTION_CHOICES), default="auto",
                     tooltip="Which release the weights are. auto reads it from the file metadata or a '720p' / "
-                            "'480p' in the name; pick it here when the files were renamed.",
+                            "'480p' in the name; pick it here when the files were renamed. The demo model "
+                            "ignores it.",
                 ),
             ],
             outputs=[InfinityStarModel.Output("model", tooltip="The transformer, managed by ComfyUI's model memory.")],
@@ -51,7 +54,7 @@ class ModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, dtype, resolution) -> io.NodeOutput:
-        path = paths.resolve([paths.TRANSFORMER_FOLDER], model_name)
+        path = paths.resolve_transformer(model_name)
         load_device = mm.get_torch_device()
         offload_device = mm.unet_offload_device()
         block_dtype = patching.transformer_dtype(dtype, load_device)
@@ -75,14 +78,16 @@ class VAELoader(io.ComfyNode):
             display_name="Load InfinityStar VAE",
             category=CATEGORY,
             description=(
-                "Loads the InfinityStar video VAE (infinitystar_videovae.pth, or a .safetensors conversion) "
-                "from models/infinitystar or models/vae. It decodes the generated codes and encodes the "
-                "input image or video for image-to-video and continuation."
+                "Loads the InfinityStar video VAE: 'demo (bundled)', the demo model's VAE, or "
+                "infinitystar_videovae.pth (or a .safetensors conversion) from models/infinitystar or "
+                "models/vae. It decodes the generated codes and encodes the input image or video for "
+                "image-to-video and continuation. Use the VAE of the loaded model."
             ),
             inputs=[
                 io.Combo.Input(
-                    "vae_name", options=paths.list_vaes(),
-                    tooltip="The VAE file: infinitystar_videovae.pth from the InfinityStar release.",
+                    "vae_name", options=paths.with_demo(paths.list_vaes()),
+                    tooltip="'demo (bundled)' for the demo model's VAE, or the VAE file: "
+                            "infinitystar_videovae.pth from the InfinityStar release.",
                 ),
             ],
             outputs=[InfinityStarVAE.Output("vae", tooltip="The video VAE, managed by ComfyUI's model memory.")],
@@ -90,7 +95,7 @@ class VAELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name) -> io.NodeOutput:
-        path = paths.resolve(paths.VAE_FOLDERS, vae_name)
+        path = paths.resolve_vae(vae_name)
         offload_device = mm.vae_offload_device()
         vae = checkpoints.load_vae(path, device=offload_device)
         return io.NodeOutput(patching.wrap(vae, mm.vae_device(), offload_device))

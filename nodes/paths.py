@@ -2,7 +2,8 @@
 
 The InfinityStar release is a model repository with the transformer as a folder of
 safetensors shards, the VAE as a .pth file and Flan-T5-XL as a Hugging Face folder.
-ComfyUI's ``get_filename_list`` lists files only, so folders are listed here.
+ComfyUI's ``get_filename_list`` lists files only, so folders are listed here. Each loader
+also offers the demo model, whose weights ship inside the pack (``faststar/demo/weights``).
 
 Where each loader looks:
 
@@ -18,6 +19,8 @@ import os
 
 import folder_paths
 
+from ..faststar.demo import weights as demo_weights
+
 logger = logging.getLogger(__name__)
 
 TRANSFORMER_FOLDER = "infinitystar"
@@ -32,6 +35,9 @@ HF_CONFIG_NAME = "config.json"
 
 # How deep below a base folder the listings look for sharded and Hugging Face folders.
 MAX_FOLDER_DEPTH = 3
+
+# The loaders' first choice: the demo model shipped in faststar/demo/weights.
+DEMO_CHOICE = "demo (bundled)"
 
 
 def register_model_folders() -> None:
@@ -134,3 +140,33 @@ def resolve(folder_names, name: str) -> str:
             return path
     searched = ", ".join(bases) or ", ".join(f"models/{folder}" for folder in folder_names)
     raise FileNotFoundError(f"model {name!r} not found in {searched}: put it there or refresh the list")
+
+
+def with_demo(entries: list[str]) -> list[str]:
+    """Return a loader's choices: the bundled demo model first, then the listed entries."""
+    return [DEMO_CHOICE, *entries]
+
+
+def demo_file(file_name: str) -> str:
+    """Return the path of one shipped demo weight file, or raise FileNotFoundError naming it."""
+    path = demo_weights.WEIGHTS_DIR / file_name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the demo model file {path} is missing: reinstall the pack, or export the weights with "
+            "`python -m faststar.demo.export`"
+        )
+    return str(path)
+
+
+def resolve_transformer(name: str) -> str:
+    """Return the path of a transformer choice: the demo's file or a listed entry."""
+    if name == DEMO_CHOICE:
+        return demo_file(demo_weights.TRANSFORMER_FILE)
+    return resolve([TRANSFORMER_FOLDER], name)
+
+
+def resolve_vae(name: str) -> str:
+    """Return the path of a VAE choice: the demo's file or a listed entry."""
+    if name == DEMO_CHOICE:
+        return demo_file(demo_weights.VAE_FILE)
+    return resolve(VAE_FOLDERS, name)

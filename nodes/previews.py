@@ -38,8 +38,8 @@ class CanvasPreview:
         self.last_time = time.monotonic()
         first_frame = record.canvas[:, :, :1]  # [1, 64, 1, H, W]
         with torch.inference_mode():
-            video = self.vae.decode(first_frame.to(self.vae_device()))  # [1, 3, 1, 16H, 16W]
-        pixels = video_to_frames(video)[0]  # [16H, 16W, 3] in 0..1
+            video = self.vae.decode(first_frame.to(self.vae_device()))  # [1, 3, 1, sH, sW], s pixels per latent
+        pixels = video_to_frames(video)[0]  # [sH, sW, 3] in 0..1
         array = (pixels * 255).round().to(device="cpu", dtype=torch.uint8).numpy()
         return "JPEG", Image.fromarray(array), PREVIEW_MAX_SIZE
 

@@ -5,7 +5,9 @@ Registered on ComfyUI's PromptServer when the pack is imported by a running serv
 
 - GET /faststar/presets: the knob values of every FastSTAR preset, by input name;
 - POST /faststar/estimate: per-scale keep ratios and the estimated speedup of a plan,
-  for {"preset", "knobs", "resolution", "frames", "aspect_ratio"}.
+  for {"preset", "knobs", "resolution", "frames", "aspect_ratio", "model_name"}. The
+  optional model_name is the model loader's choice; the bundled demo model selects the
+  demo schedule.
 """
 
 import logging
@@ -13,8 +15,8 @@ import math
 
 from aiohttp import web
 
-from ..faststar import pipeline, pruning
-from . import estimate, faststar_node, sampler
+from ..faststar import demo, estimate, pipeline, pruning
+from . import faststar_node, paths, sampler
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +47,20 @@ def estimate_payload(request: dict) -> dict:
         knobs = {**preset_inputs(pruning.PRESETS[pruning.DEFAULT_PRESET]), **knobs}
     config = faststar_node.config_from_inputs(preset, knobs)
 
-    resolution = request.get("resolution") or sampler.AUTO
-    if resolution == sampler.AUTO:
-        resolution = CHART_DEFAULT_RESOLUTION
+    preset_name = chart_preset(request.get("resolution") or sampler.AUTO, request.get("model_name"))
     template = sampler.ASPECT_CHOICES.get(request.get("aspect_ratio") or sampler.AUTO)
-    settings = pipeline.GenerationSettings(preset=resolution, video_frames=int(request.get("frames", 81)),
+    settings = pipeline.GenerationSettings(preset=preset_name, video_frames=int(request.get("frames", 81)),
                                            template=template)
-    return estimate.estimate(config, settings)
+    return estimate.estimate_plan(config, settings).to_dict()
+
+
+def chart_preset(resolution: str, model_name: str | None) -> str:
+    """Return the schedule preset the chart estimates: the demo's for the demo model, else the resolution's."""
+    if resolution not in sampler.RESOLUTION_CHOICES:
+        raise ValueError(f"resolution {resolution!r} is invalid: use one of {list(sampler.RESOLUTION_CHOICES)}")
+    if model_name == paths.DEMO_CHOICE:
+        return demo.PRESET_NAME
+    return CHART_DEFAULT_RESOLUTION if resolution == sampler.AUTO else resolution
 
 
 def register_routes() -> bool:

@@ -8,9 +8,9 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..faststar import pipeline, pruning, schedules
+from ..faststar import estimate, pipeline, pruning, schedules
 from ..faststar.model import TransformerConfig
-from . import estimate, patching, previews
+from . import patching, previews
 from .types import (
     CHECKPOINT_INFO_KEY,
     PRUNING_OPTIONS_KEY,
@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 CATEGORY = "InfinityStar"
 RESOLUTION_CHOICES = ("auto", "720p", "480p")
 AUTO = "auto"
-# Smallest side, in pixels, of an input image or video (one latent cell).
-MIN_INPUT_SIDE = pipeline.VAE_STRIDE
+# Architecture of the released InfinityStar 8B model, whose 720p and 480p weights share it.
+RELEASED_ARCHITECTURE = TransformerConfig()
 # Seeds go to torch.Generator.manual_seed, which takes 64-bit values.
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -73,8 +73,9 @@ class STARSampler(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="The prompt features from InfinityStar Text Encode."),
                 io.Combo.Input(
                     "resolution", options=list(RESOLUTION_CHOICES), default=AUTO,
-                    tooltip="Schedule to run: 720p (720x1280 at 16:9) or 480p (480x848). It must match the "
-                            "checkpoint; auto takes the checkpoint's own.",
+                    tooltip="Schedule of the released model: 720p (720x1280 at 16:9) or 480p (480x848). It must "
+                            "match the checkpoint; auto takes the checkpoint's own. Small models (the demo "
+                            "model, test models) always run their own schedule and ignore this.",
                 ),
                 io.Combo.Input(
                     "aspect_ratio", options=list(ASPECT_CHOICES), default=AUTO,
@@ -84,7 +85,7 @@ class STARSampler(io.ComfyNode):
                 io.Int.Input(
                     "frames", default=81, min=1, max=161, step=16,
                     tooltip="Video length at 16 fps: 1 (image only), 81 (5 s) or, with the 480p model, "
-                            "161 (10 s). The test models take 1 or 17.",
+                            "161 (10 s). The demo model takes 17, the test models 1 or 17.",
                 ),
                 io.Int.Input(
                     "seed", default=41, min=0, max=MAX_SEED, control_after_generate=True,
@@ -143,21 +144,22 @@ class STARSampler(io.ComfyNode):
         if image is not None and video is not None:
             raise ValueError("both image and video are connected: connect the image for image-to-video "
                              "or the frames for continuation, not both")
+        preset = resolve_preset(resolution, info)
+        pixels_per_latent = pipeline.model_preset(preset).pixels_per_latent
         if image is not None:
-            _check_input_frames(image, "image")
+            _check_input_frames(image, "image", pixels_per_latent)
         if video is not None:
-            _check_input_frames(video, "video")
+            _check_input_frames(video, "video", pixels_per_latent)
 
         text = conditioning_features(positive, info.config.text_channels, "positive")
         negative_text = None if negative is None else conditioning_features(negative, info.config.text_channels, "negative")
-        preset = resolve_preset(resolution, info)
         template = resolve_template(aspect_ratio, image if image is not None else video)
         settings = pipeline.GenerationSettings(
             preset=preset, video_frames=frames, template=template, seed=seed, guidance=guidance,
             guidance_scale=guidance_scale, tau_image=tau_image, tau_video=tau_video,
         )
         plan = pipeline.plan_generation(settings)  # raises for frame counts the model lacks
-        image_input, video_input = conditioning_frames(plan, image, video, frames)
+        image_input, video_input = conditioning_frames(settings, plan, image, video)
 
         config = model.model_options.get("transformer_options", {}).get(PRUNING_OPTIONS_KEY)
         pruner = pruning.FastStarPruner(config) if config is not None and config.active else None
@@ -165,8 +167,8 @@ class STARSampler(io.ComfyNode):
                       cls.hidden.unique_id)
 
         elapsed = time.perf_counter() - started
-        summary = estimate.run_statistics(result, pruner, info.config, elapsed)
-        logger.info("STAR sampler: %s", estimate.format_statistics(summary).replace("\n", "; "))
+        summary = estimate.run_summary(result, pruner, info.config, elapsed, text_tokens=text.shape[0])
+        logger.info("STAR sampler: %s", estimate.format_summary(summary).replace("\n", "; "))
         codes = GeneratedCodes(
             codes=result.codes.to(mm.intermediate_device()), settings=settings, stats=summary, elapsed_s=elapsed,
             extra={"pruning_stats": None if pruner is None else pruner.stats},
@@ -197,7 +199,7 @@ def _run(model, vae, text, negative_text, settings, plan, image, video, pruner, 
 
 
 def _out_of_memory(error: BaseException, settings, plan) -> BaseException:
-    height, width = plan.schedule[-1][1] * pipeline.VAE_STRIDE, plan.schedule[-1][2] * pipeline.VAE_STRIDE
+    height, width = pipeline.pixel_size(settings, plan)
     message = (
         f"out of memory generating {settings.video_frames} frames at {settings.preset} ({width}x{height}): "
         f"{error}. Try the 480p model, fewer frames, bf16 or fp16 weights in the model loader, the FastSTAR "
@@ -229,8 +231,32 @@ def conditioning_features(conditioning, channels: int, name: str) -> torch.Tenso
 
 
 def resolve_preset(resolution: str, info) -> str:
-    """Return the engine preset to run: the requested resolution, checked against the checkpoint."""
-    native = checkpoint_preset(info)
+    """Return the engine preset to run a checkpoint with.
+
+    A small model runs the preset its architecture names, whatever the widget is set to.
+    The released 8B model runs the chosen resolution, which must agree with the one its
+    files name. With auto it runs the files' resolution.
+    """
+    if resolution not in RESOLUTION_CHOICES:
+        raise ValueError(f"resolution {resolution!r} is invalid: use one of {list(RESOLUTION_CHOICES)}")
+    small = pipeline.preset_for_checkpoint(info.config)
+    if small is not None:
+        if resolution != AUTO:
+            logger.info("STAR sampler: %s runs its own %r schedule and ignores resolution %s, which applies to "
+                        "the released model only", info.source.name, small, resolution)
+        return small
+    if info.config != RELEASED_ARCHITECTURE:
+        raise ValueError(
+            f"{info.source} contains a transformer of a size no schedule preset fits (embed_dim "
+            f"{info.config.embed_dim}, depth {info.config.depth}, text_channels {info.config.text_channels}): "
+            "load the released InfinityStar 8B weights (720p or 480p) or the 'demo (bundled)' model"
+        )
+    return _released_preset(resolution, info)
+
+
+def _released_preset(resolution: str, info) -> str:
+    """Return 720p or 480p for the released model: the widget's choice, checked against its files."""
+    native = pipeline.preset_for_checkpoint(info.config, info.resolution)
     if resolution == AUTO:
         if native is None:
             raise ValueError(
@@ -238,25 +264,12 @@ def resolve_preset(resolution: str, info) -> str:
                 "in the sampler or in Load InfinityStar Model"
             )
         return native
-    if resolution not in pipeline.MODEL_PRESETS:
-        raise ValueError(f"resolution {resolution!r} is invalid: use one of {list(RESOLUTION_CHOICES)}")
     if native is not None and native != resolution:
         raise ValueError(
             f"resolution {resolution} does not match the checkpoint {info.source.name}, which contains the "
             f"{native} model: choose {native} (or auto), or load the {resolution} weights"
         )
     return resolution
-
-
-def checkpoint_preset(info) -> str | None:
-    """Return the engine preset a checkpoint runs with, or None when the files do not tell."""
-    if info.resolution is not None:
-        return info.resolution
-    if info.config != TransformerConfig():
-        # NOTE: any transformer of another size than the released 8B is taken for a test model
-        # and runs the 'tiny' schedule, because the checkpoint info has no field for the schedule.
-        return "tiny"
-    return None
 
 
 def resolve_template(aspect_ratio: str, frames: torch.Tensor | None) -> float | None:
@@ -278,33 +291,34 @@ def resolve_template(aspect_ratio: str, frames: torch.Tensor | None) -> float | 
     return nearest
 
 
-def conditioning_frames(plan, image, video, frames: int):
+def conditioning_frames(settings, plan, image, video):
     """Resize the IMAGE inputs to the video size; return (image [1,3,H,W], video [1,3,F,H,W]) in -1..1."""
     if image is None and video is None:
         return None, None
 
-    _, h, w = plan.schedule[plan.first_full_spatial_size_scale_index]
-    size = (h * pipeline.VAE_STRIDE, w * pipeline.VAE_STRIDE)
+    size = pipeline.pixel_size(settings, plan)
     if image is not None:
         if image.shape[0] != 1:
             raise ValueError(
                 f"image-to-video takes one image, got a batch of {image.shape[0]}: pick one with "
                 "ImageFromBatch, or connect the batch to 'video' for continuation"
             )
-        if frames == 1:
-            raise ValueError("image-to-video with frames=1 would only re-encode the image: use 81 frames or more")
+        if settings.video_frames == 1:
+            raise ValueError("image-to-video with frames=1 would only re-encode the image: use a video length "
+                             "(81 frames for the released model, 17 for the demo model)")
         return _fit(image, size)[:, :, 0], None
 
     return None, _fit(video, size)
 
 
-def _check_input_frames(frames: torch.Tensor, name: str) -> None:
+def _check_input_frames(frames: torch.Tensor, name: str, pixels_per_latent: int) -> None:
+    """Reject an input that is not an IMAGE batch or is smaller than one latent cell on a side."""
     if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
         raise ValueError(f"{name} must be an IMAGE [N, H, W, 3], got shape {tuple(frames.shape)}")
     height, width = frames.shape[1], frames.shape[2]
-    if min(height, width) < MIN_INPUT_SIDE:
+    if min(height, width) < pixels_per_latent:
         raise ValueError(
-            f"{name} is {width}x{height} pixels, smaller than one {MIN_INPUT_SIDE}-pixel latent cell on a side: "
+            f"{name} is {width}x{height} pixels, smaller than one {pixels_per_latent}-pixel latent cell on a side: "
             "give an image of at least a few hundred pixels on each side"
         )
 

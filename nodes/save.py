@@ -1,22 +1,41 @@
-"""Save node: frames to mp4, webm or animated webp, plus a core VIDEO output."""
+"""Save node: frames to mp4, webm or animated webp, plus a core VIDEO output.
+
+The engine's ``faststar.video_io`` encodes and places the file. This module adds what is
+ComfyUI's: the output folder and its counter-based names, the format labels of the
+widget, the IMAGE tensor checks and the prompt and workflow metadata.
+"""
 
 import errno
+import json
 import logging
 import os
 from fractions import Fraction
 
 import folder_paths
+import torch
 from comfy.cli_args import args
 from comfy_api.input_impl import VideoFromComponents
 from comfy_api.latest import io, ui
 from comfy_api.util import VideoComponents
 
-from . import video_io
+from ..faststar import video_io
 from .types import VIDEO_FPS
 
 logger = logging.getLogger(__name__)
 
 CATEGORY = "InfinityStar"
+
+# Format label of the widget -> file extension (a key of video_io.VIDEO_FORMATS).
+FORMATS = {
+    "mp4 (h264)": "mp4",
+    "webm (vp9)": "webm",
+    "webp (animated)": "webp",
+}
+# The quality widget takes 0-63 for every format; webp's 0-100 scale is reached by scaling.
+QUALITY_WIDGET_MAX = 63
+WEBP_QUALITY_MAX = 100
+# Counter values tried after ComfyUI's first free one, for names taken while encoding.
+MAX_NAME_ATTEMPTS = 1000
 
 
 class SaveVideo(io.ComfyNode):
@@ -45,15 +64,15 @@ class SaveVideo(io.ComfyNode):
                             "%date:yyyy-MM-dd%-style values. A counter and the extension are appended.",
                 ),
                 io.Combo.Input(
-                    "format", options=list(video_io.FORMATS), default="mp4 (h264)",
+                    "format", options=list(FORMATS), default="mp4 (h264)",
                     tooltip="Container and codec: mp4 with h264 (plays everywhere), webm with vp9, or an "
                             "animated webp image.",
                 ),
                 io.Int.Input(
-                    "quality", default=19, min=0, max=63, step=1,
-                    tooltip="For mp4 and webm the constant rate factor (CRF): lower is better and larger, "
-                            "19 is near transparent for h264. For webp the quality from 0 to 63 is scaled to "
-                            "0-100 (higher is better).",
+                    "quality", default=19, min=0, max=QUALITY_WIDGET_MAX, step=1,
+                    tooltip="For mp4 (0-51) and webm (0-63) the constant rate factor (CRF): lower is better "
+                            "and larger, 19 is near transparent for h264. For webp the value from 0 to 63 is "
+                            "scaled to the webp quality 0-100 (higher is better).",
                 ),
             ],
             outputs=[io.Video.Output("video", tooltip="The same frames as a core VIDEO (h264 when saved by core nodes).")],
@@ -63,29 +82,57 @@ class SaveVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps, filename_prefix, format, quality) -> io.NodeOutput:
-        video_io.check_frames(images)
-        if format not in video_io.FORMATS:
-            raise ValueError(f"unknown format {format!r}: use one of {list(video_io.FORMATS)}")
-        video_format = video_io.FORMATS[format]
+        check_frames(images)
+        if format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}: use one of {list(FORMATS)}")
+        extension = FORMATS[format]
         height, width = images.shape[1], images.shape[2]
 
         output_dir = folder_paths.get_output_directory()
         folder, stem, counter, subfolder = _output_location(filename_prefix, output_dir, width, height)
         metadata = None if args.disable_metadata else _workflow_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo)
-        codec_quality = quality if video_format.codec else round(quality * 100 / 63)
-
-        def write(path):
-            video_io.write_video(images, fps, path, video_format, codec_quality, metadata)
-
+        names = (os.path.join(folder, f"{stem}_{number:05}_.{extension}")
+                 for number in range(counter, counter + MAX_NAME_ATTEMPTS))
         try:
-            name = video_io.save_without_overwrite(write, folder, stem, counter, video_format.extension)
+            path = video_io.write_video_to_free_name(
+                frames_to_array(images), names, fps=fps, format=extension, metadata=metadata,
+                quality=codec_quality(extension, quality),
+            )
         except PermissionError as error:
             raise _unwritable(folder) from error
-        logger.info("saved %d frames to %s", images.shape[0], os.path.join(folder, name))
+        logger.info("saved %d frames to %s", images.shape[0], path)
 
         video = VideoFromComponents(VideoComponents(images=images[..., :3], frame_rate=Fraction(round(fps * 1000), 1000)))
-        preview = ui.PreviewVideo([ui.SavedResult(name, subfolder, io.FolderType.output)])
+        preview = ui.PreviewVideo([ui.SavedResult(path.name, subfolder, io.FolderType.output)])
         return io.NodeOutput(video, ui=preview)
+
+
+def check_frames(frames: torch.Tensor) -> None:
+    """Raise ValueError unless frames is an IMAGE batch [F, H, W, 3 or 4] with even H and W."""
+    if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] < 1:
+        raise ValueError(
+            f"expected IMAGE frames [F, H, W, 3], got shape {tuple(frames.shape)}: "
+            "connect the frames output of the decode node"
+        )
+    height, width = frames.shape[1], frames.shape[2]
+    if height % 2 or width % 2:
+        raise ValueError(
+            f"frame size {width}x{height} has an odd side; mp4, webm and the core VIDEO type need "
+            "even width and height: crop or pad the frames to an even size (for example with an "
+            "ImageCrop or ImageScale node) before saving"
+        )
+
+
+def frames_to_array(frames: torch.Tensor):
+    """IMAGE [F, H, W, C] -> float32 array [F, H, W, 3] on the CPU, alpha dropped."""
+    return frames[..., :3].detach().to(device="cpu", dtype=torch.float32).numpy()
+
+
+def codec_quality(extension: str, quality: int) -> int:
+    """Convert the quality widget's value to the format's own setting: the CRF, or webp's 0-100 quality."""
+    if extension == "webp":
+        return round(quality * WEBP_QUALITY_MAX / QUALITY_WIDGET_MAX)
+    return quality
 
 
 def _output_location(filename_prefix: str, output_dir: str, width: int, height: int):
@@ -108,11 +155,11 @@ def _unwritable(folder: str) -> PermissionError:
     )
 
 
-def _workflow_metadata(prompt, extra_pnginfo) -> dict | None:
-    """Collect the prompt and the UI workflow, as ComfyUI's own save nodes embed them."""
+def _workflow_metadata(prompt, extra_pnginfo) -> dict[str, str] | None:
+    """Collect the prompt and the UI workflow as JSON strings, as ComfyUI's own save nodes embed them."""
     metadata = {}
     if extra_pnginfo is not None:
         metadata.update(extra_pnginfo)
     if prompt is not None:
         metadata["prompt"] = prompt
-    return metadata or None
+    return {key: json.dumps(value) for key, value in metadata.items()} or None

@@ -16,7 +16,7 @@ from comfy_api.latest import io
 InfinityStarModel = io.Custom("INFINITYSTAR_MODEL")
 # A ModelPatcher around the InfinityStar video VAE.
 InfinityStarVAE = io.Custom("INFINITYSTAR_VAE")
-# A LoadedTextEncoder: the Flan-T5 encoder plus its patcher.
+# A LoadedTextEncoder: the Flan-T5 encoder (or the demo model's encoder) plus its patcher.
 InfinityStarTextEncoder = io.Custom("INFINITYSTAR_TEXT_ENCODER")
 # A GeneratedCodes: the latent codes of one generation, ready to decode.
 InfinityStarCodes = io.Custom("INFINITYSTAR_CODES")
@@ -33,11 +33,15 @@ VIDEO_FPS = 16.0
 
 @dataclass
 class LoadedTextEncoder:
-    """The engine's text encoder and the ModelPatcher that moves its weights."""
+    """The engine's text encoder and the ModelPatcher that moves its weights.
+
+    ``encoder.encode(prompt)`` returns the features [L, C] of one prompt.
+    """
 
     encoder: Any
     patcher: Any
     path: str
+    decorate: bool = True  # the released model expects the reference's prompt decoration; the demo does not
 
 
 @dataclass

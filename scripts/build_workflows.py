@@ -15,6 +15,10 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from faststar.demo import preset as demo_preset  # noqa: E402  (after the path set-up)
+
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Inputs whose frontend widget has a second, hidden value (the upload button's mode).
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
@@ -29,6 +33,10 @@ VAE = "infinitystar_videovae.pth"
 TEXT_ENCODER = "flan-t5-xl-official"
 PROMPT = ("A red fox trots through fresh snow in a birch forest at sunrise, its breath steaming, "
           "the camera tracking alongside at ground level.")
+# The loaders' choice for the demo model shipped with the pack (nodes/paths.py DEMO_CHOICE).
+DEMO_CHOICE = "demo (bundled)"
+# A caption in the demo model's grammar: a <colour> <shape> <motion> [on a <background> background].
+DEMO_PROMPT = "a red circle moving right on a gray background"
 
 
 def loaders(model_name: str) -> list:
@@ -43,7 +51,34 @@ def text(duration: str, position=(2, 1.6)) -> tuple:
     return ("prompt", "InfinityStarTextEncode", {"prompt": PROMPT, "duration_tag": duration}, position)
 
 
+def demo_sampler_values() -> dict:
+    """Sampler widgets for the demo model: its frame count, guidance and temperatures."""
+    settings = demo_preset.DEMO_PRESET.settings
+    return {"resolution": "auto", "frames": demo_preset.VIDEO_FRAMES, "guidance": settings.guidance,
+            "guidance_scale": settings.guidance_scale, "tau_image": settings.tau_image,
+            "tau_video": settings.tau_video}
+
+
 GRAPHS = {
+    "demo_text_to_video": {
+        "nodes": [
+            ("model", "InfinityStarModelLoader", {"model_name": DEMO_CHOICE}, (0, 0)),
+            ("text_encoder", "InfinityStarTextEncoderLoader", {"text_encoder_name": DEMO_CHOICE}, (0, 1)),
+            ("vae", "InfinityStarVAELoader", {"vae_name": DEMO_CHOICE}, (0, 2)),
+            ("prompt", "InfinityStarTextEncode",
+             {"prompt": DEMO_PROMPT, "duration_tag": "none", "detail_suffix": False}, (2, 1.6)),
+            ("faststar", "InfinityStarFastSTAR", {"preset": "balanced"}, (1, 0)),
+            ("sampler", "InfinityStarSampler", demo_sampler_values(), (2, 0)),
+            ("decode", "InfinityStarDecode", {}, (3, 0)),
+            ("save", "InfinityStarSaveVideo", {"filename_prefix": "InfinityStar/demo_t2v"}, (4, 0)),
+        ],
+        "links": [
+            ("model", 0, "faststar", "model"), ("faststar", 0, "sampler", "model"),
+            ("text_encoder", 0, "prompt", "text_encoder"), ("prompt", 0, "sampler", "positive"),
+            ("vae", 0, "sampler", "vae"), ("vae", 0, "decode", "vae"), ("sampler", 0, "decode", "codes"),
+            ("decode", 0, "save", "images"), ("decode", 1, "save", "fps"),
+        ],
+    },
     "text_to_video_720p": {
         "nodes": [
             *loaders(MODEL_720P),

@@ -107,6 +107,15 @@ def test_loader_lists(pack, tiny):
     assert tiny.text_encoder in pack.paths.list_text_encoders()
 
 
+def test_loaders_offer_demo_first(pack, tiny):
+    loaders = {pack.loaders.ModelLoader: ("model_name", tiny.model), pack.loaders.VAELoader: ("vae_name", tiny.vae),
+               pack.text.TextEncoderLoader: ("text_encoder_name", tiny.text_encoder)}
+    for node, (name, listed) in loaders.items():
+        widget = next(item for item in node.GET_SCHEMA().inputs if item.id == name)
+        assert widget.options[0] == pack.paths.DEMO_CHOICE
+        assert listed in widget.options
+
+
 def test_sharded_folder_listed_once(pack, tiny):
     folder = tiny.models_dir / "infinitystar" / "sharded_720p"
     folder.mkdir()
@@ -135,7 +144,7 @@ def test_model_loader_wraps_patcher(pack, loaded):
     info = model.get_attachment(pack.types.CHECKPOINT_INFO_KEY)
     assert info.config.text_channels == 32
     assert model.model_size() > 0
-    assert pack.sampler.checkpoint_preset(info) == "tiny"
+    assert pack.sampler.resolve_preset("auto", info) == "tiny"
 
 
 def test_model_loader_resolution_override(pack, tiny):

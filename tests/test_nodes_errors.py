@@ -107,12 +107,55 @@ def test_unsupported_frame_count(pack, model_and_text):
     assert "[1, 17]" in str(error.value)
 
 
-def test_resolution_checkpoint_mismatch(pack, model_and_text):
+def test_small_model_ignores_resolution(pack, model_and_text, caplog):
     model, positive = model_and_text
+    with caplog.at_level("INFO", logger=pack.sampler.__name__):
+        codes = run(pack.sampler.STARSampler, model=model, positive=positive,
+                    **sampler_inputs(resolution="720p")).result[0]
+    assert codes.settings.preset == "tiny"
+    assert "ignores resolution 720p" in caplog.text
+
+
+def released_info(pack, resolution, name="infinitystar_8b_weights"):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=pack.sampler.RELEASED_ARCHITECTURE, resolution=resolution,
+                           source=Path("/models/infinitystar") / name)
+
+
+@pytest.mark.parametrize("widget, files, expected", [
+    ("720p", None, "720p"), ("480p", None, "480p"), ("auto", "480p", "480p"), ("480p", "480p", "480p"),
+])
+def test_released_model_resolution(pack, widget, files, expected):
+    assert pack.sampler.resolve_preset(widget, released_info(pack, files)) == expected
+
+
+def test_released_model_resolution_conflict(pack):
     with pytest.raises(ValueError) as error:
-        run(pack.sampler.STARSampler, model=model, positive=positive, **sampler_inputs(resolution="720p"))
+        pack.sampler.resolve_preset("720p", released_info(pack, "480p", "infinitystar_8b_480p_weights"))
     assert "resolution 720p does not match" in str(error.value)
-    assert "choose tiny (or auto)" in str(error.value)
+    assert "infinitystar_8b_480p_weights" in str(error.value)
+    assert "choose 480p (or auto)" in str(error.value)
+
+
+def test_released_model_resolution_unknown(pack):
+    with pytest.raises(ValueError) as error:
+        pack.sampler.resolve_preset("auto", released_info(pack, None))
+    assert "720p or the 480p" in str(error.value)
+    assert "choose the resolution" in str(error.value)
+
+
+def test_unknown_model_size_rejected(pack):
+    from dataclasses import replace
+
+    info = released_info(pack, None, "mystery.safetensors")
+    info.config = replace(pack.sampler.RELEASED_ARCHITECTURE, depth=12, block_chunks=4)
+    with pytest.raises(ValueError) as error:
+        pack.sampler.resolve_preset("720p", info)
+    assert "mystery.safetensors" in str(error.value)
+    assert "depth 12" in str(error.value)
+    assert "demo (bundled)" in str(error.value)
 
 
 def test_text_features_of_wrong_width(pack, model_and_text):

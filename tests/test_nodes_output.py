@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import av
 import pytest
@@ -87,28 +88,51 @@ def test_save_never_overwrites(pack, comfy):
     assert os.path.basename(saved_path(comfy, second)) == "clip_00003_.mp4"
 
 
-def test_save_without_overwrite_skips_a_name_taken_late(pack, tmp_path):
-    (tmp_path / "clip_00004_.mp4").write_bytes(b"appeared while encoding")
-    name = pack.video_io.save_without_overwrite(lambda path: open(path, "wb").write(b"new"), str(tmp_path),
-                                                 "clip", 4, "mp4")
-    assert name == "clip_00005_.mp4"
-    assert (tmp_path / "clip_00004_.mp4").read_bytes() == b"appeared while encoding"
-    assert sorted(os.listdir(tmp_path)) == ["clip_00004_.mp4", "clip_00005_.mp4"]
+def test_save_skips_a_name_taken_while_encoding(pack, comfy, monkeypatch):
+    folder = comfy.output_dir / "taken_late"
+    original = pack.save.video_io._encode
+
+    def encode_while_another_writer_saves(*args):
+        original(*args)
+        (folder / "clip_00001_.mp4").write_bytes(b"appeared while encoding")
+
+    monkeypatch.setattr(pack.save.video_io, "_encode", encode_while_another_writer_saves)
+    output = save(pack, gradient_frames(), "taken_late/clip")
+    assert os.path.basename(saved_path(comfy, output)) == "clip_00002_.mp4"
+    assert (folder / "clip_00001_.mp4").read_bytes() == b"appeared while encoding"
+    assert sorted(os.listdir(folder)) == ["clip_00001_.mp4", "clip_00002_.mp4"]
 
 
 def test_save_cancel_leaves_no_file(pack, comfy, monkeypatch):
     import comfy.model_management as mm
 
-    original = pack.video_io._write_av
+    original = pack.save.video_io._encode_av
 
     def cancelled(pixels, *args, **kwargs):
         original(pixels[:2], *args, **kwargs)  # a partial file exists now
         raise mm.InterruptProcessingException()
 
-    monkeypatch.setattr(pack.video_io, "_write_av", cancelled)
+    monkeypatch.setattr(pack.save.video_io, "_encode_av", cancelled)
     with pytest.raises(mm.InterruptProcessingException):
         save(pack, gradient_frames(), "cancelled/clip")
     assert os.listdir(comfy.output_dir / "cancelled") == []
+
+
+def test_save_file_follows_umask(pack, comfy):
+    old = os.umask(0o022)
+    try:
+        output = save(pack, gradient_frames(), "umask/clip", "webp (animated)")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(saved_path(comfy, output)).st_mode) == 0o644
+
+
+def test_save_mp4_quality_above_crf_range(pack, comfy):
+    with pytest.raises(ValueError) as error:
+        save(pack, gradient_frames(), "crf/clip", quality=60)
+    assert "quality=60" in str(error.value)
+    assert "0 to 51" in str(error.value)
+    assert os.listdir(comfy.output_dir / "crf") == []
 
 
 def test_save_odd_size_rejected(pack):

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 PACK_FOLDER_NAME = "faststar"
 START_TIMEOUT_S = 240
 PROMPT_TIMEOUT_S = 300
+# ComfyUI 0.3.64's prompt worker sends execution_error before it stores the prompt's history
+# entry (main.py, prompt_worker), so the entry is polled for this long after the last message.
+HISTORY_TIMEOUT_S = 30
 
 
 def free_port() -> int:
@@ -162,9 +165,21 @@ class ComfyServer:
         finally:
             ws.close()
 
-        history = self.get_json(f"/history/{prompt_id}")[prompt_id]
+        history = self.wait_for_history(prompt_id)
         return {"queued": True, "prompt_id": prompt_id, "messages": messages, "previews": previews,
                 "history": history, "status": history["status"]["status_str"]}
+
+    def wait_for_history(self, prompt_id: str, timeout: float = HISTORY_TIMEOUT_S) -> dict:
+        """Return the /history entry of a finished prompt, polling until the server has stored it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            history = self.get_json(f"/history/{prompt_id}")
+            if prompt_id in history:
+                return history[prompt_id]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prompt {prompt_id} has no history entry {timeout} s after it finished:\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.2)
 
     def _collect(self, ws, prompt_id: str, timeout: float, on_message) -> tuple[list[dict], int]:
         messages, previews = [], 0

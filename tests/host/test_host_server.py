@@ -1,7 +1,8 @@
 """Host tests: the pack inside a real ComfyUI server, started headless on the CPU.
 
 Every workflow in workflows/ is converted to API format with the server's /object_info,
-pointed at the tiny models, queued, and its outputs checked. Needs COMFYUI_PATH.
+queued, and its outputs checked. The demo workflow runs as shipped, on the bundled demo
+model; the others are pointed at the tiny models. Needs COMFYUI_PATH.
 """
 
 import io
@@ -29,6 +30,11 @@ TINY_SIZE = (96, 176)
 FIRST_FRAME = "infinitystar_first_frame.png"
 FIRST_CLIPS = "infinitystar_first_5s.mp4"
 FIRST_CLIPS_FRAMES = 9  # the image clip and the first 2-latent-frame clip of the tiny schedule
+# The workflow that runs as shipped, on the demo model bundled with the pack.
+DEMO_WORKFLOW = "demo_text_to_video"
+DEMO_CHOICE = "demo (bundled)"
+DEMO_FRAMES = 17
+DEMO_SIZE = (64, 64)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +82,12 @@ def load_workflow(path):
     return json.loads(path.read_text())
 
 
+def prompt_for_test(path, workflow: dict, object_info: dict, host) -> dict:
+    """The API prompt of a workflow: the demo workflow as shipped, the others on the tiny models."""
+    prompt = workflow_api.to_api(workflow, object_info)
+    return prompt if path.stem == DEMO_WORKFLOW else for_tiny_models(prompt, host)
+
+
 def saved_videos(result: dict, host) -> list[tuple[str, bytes]]:
     files = []
     for output in result["history"]["outputs"].values():
@@ -115,11 +127,21 @@ def test_pack_imported_cleanly(host, object_info):
 def test_templates_list_every_workflow(host):
     templates = host.server.get_json("/workflow_templates")
     assert sorted(templates["faststar"]) == sorted(path.stem for path in WORKFLOW_FILES)
-    assert len(WORKFLOW_FILES) == 4
+    assert len(WORKFLOW_FILES) == 5
+    assert DEMO_WORKFLOW in templates["faststar"]
 
 
 def test_model_folders_listed(host):
     assert host.model in host.server.get_json("/models/infinitystar")
+
+
+def test_loaders_list_demo_first(object_info):
+    widgets = {"InfinityStarModelLoader": "model_name", "InfinityStarVAELoader": "vae_name",
+               "InfinityStarTextEncoderLoader": "text_encoder_name"}
+    for node_id, name in widgets.items():
+        spec = object_info[node_id]["input"]["required"][name]
+        choices = spec[1]["options"] if spec[0] == "COMBO" else spec[0]
+        assert choices[0] == DEMO_CHOICE, node_id
 
 
 def test_web_extension_and_help_served(host):
@@ -147,7 +169,7 @@ def test_estimate_routes(host):
 def test_workflow_runs_end_to_end(host, object_info, input_files, path):
     workflow = load_workflow(path)
     assert workflow_api.missing_node_types(workflow, object_info) == []
-    prompt = for_tiny_models(workflow_api.to_api(workflow, object_info), host)
+    prompt = prompt_for_test(path, workflow, object_info, host)
 
     result = host.server.run_prompt(prompt, extra_data={"extra_pnginfo": {"workflow": workflow}})
     assert result["queued"], result
@@ -175,6 +197,22 @@ def test_workflow_runs_end_to_end(host, object_info, input_files, path):
 
     if path.stem == "dense_vs_faststar_720p":
         check_dense_against_faststar(prompt, result)
+    if path.stem == DEMO_WORKFLOW:
+        check_demo_run(prompt, result, videos)
+
+
+def check_demo_run(prompt: dict, result: dict, videos: list[tuple[str, bytes]]) -> None:
+    """The shipped demo workflow ran the demo model with FastSTAR and saved a 64x64 video."""
+    loaders = [node for node in prompt.values() if node["class_type"].endswith("Loader")]
+    assert len(loaders) == 3
+    assert all(DEMO_CHOICE in node["inputs"].values() for node in loaders)
+
+    sampler_id = next(node_id for node_id, node in prompt.items() if node["class_type"] == "InfinityStarSampler")
+    stats = result["history"]["outputs"][sampler_id]["faststar_stats"][0]
+    assert stats["pruning"] == "partial"
+    assert stats["estimated_speedup"] > 1.0
+    frames = decode_video(videos[0][1])
+    assert frames.shape[:3] == (DEMO_FRAMES, *DEMO_SIZE)
 
 
 def check_dense_against_faststar(prompt: dict, result: dict) -> None:

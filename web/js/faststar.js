@@ -6,6 +6,7 @@ import { api } from "../../../scripts/api.js";
 
 const FASTSTAR_NODE = "InfinityStarFastSTAR";
 const SAMPLER_NODE = "InfinityStarSampler";
+const MODEL_LOADER_NODE = "InfinityStarModelLoader";
 const CUSTOM_PRESET = "custom";
 const CHART_HEIGHT = 150;
 const UPDATE_DELAY_MS = 150;
@@ -50,14 +51,28 @@ function downstreamSampler(node, seen = new Set()) {
   return null;
 }
 
+// The model_name of the model loader that feeds the FastSTAR node, directly or through other nodes.
+function upstreamModelName(node, seen = new Set()) {
+  if (!node || seen.has(node.id)) return null;
+  seen.add(node.id);
+  if (node.comfyClass === MODEL_LOADER_NODE) return widget(node, "model_name")?.value ?? null;
+  const input = node.inputs?.find((item) => item.name === "model");
+  if (input?.link == null) return null;
+  const link = app.graph.links[input.link] ?? app.graph.links.get?.(input.link);
+  return link ? upstreamModelName(app.graph.getNodeById(link.origin_id), seen) : null;
+}
+
+// The schedule the chart estimates. The route picks the demo schedule when model_name is the demo model.
 function scheduleFor(node) {
+  const model_name = upstreamModelName(node);
   const sampler = downstreamSampler(node);
-  if (!sampler) return { ...DEFAULT_SCHEDULE };
+  if (!sampler) return { ...DEFAULT_SCHEDULE, model_name };
   const resolution = widget(sampler, "resolution")?.value ?? "auto";
   return {
     resolution: resolution === "auto" ? DEFAULT_SCHEDULE.resolution : resolution,
     frames: widget(sampler, "frames")?.value ?? DEFAULT_SCHEDULE.frames,
     aspect_ratio: widget(sampler, "aspect_ratio")?.value ?? "auto",
+    model_name,
   };
 }
 
@@ -90,7 +105,7 @@ function drawChart(canvas, state) {
   context.fillStyle = "#ddd";
   const frames = state.schedule.frames;
   context.fillText(
-    `est. speedup ${state.speedup.toFixed(2)}x (FLOP model, ${state.schedule.resolution}, ${frames} frames)`,
+    `est. speedup ${state.speedup.toFixed(2)}x (FLOP model, ${state.preset}, ${frames} frames)`,
     6,
     14,
   );
@@ -112,7 +127,13 @@ async function updateChart(node) {
     });
     const payload = await response.json();
     state = response.ok
-      ? { schedule, speedup: payload.speedup, scales: payload.scales, keepRatios: payload.scales.map((s) => s.keep_ratio) }
+      ? {
+          schedule,
+          preset: payload.preset,
+          speedup: payload.speedup,
+          scales: payload.scales,
+          keepRatios: payload.scales.map((s) => s.keep_ratio),
+        }
       : { schedule, error: payload.error ?? `estimate failed (${response.status})` };
   } catch (error) {
     state = { schedule, error: String(error) };
@@ -187,6 +208,20 @@ function refreshUpstreamCharts(sampler) {
   }
 }
 
+// A model loader's choice sets the schedule (the demo model has its own), so every chart refreshes.
+function setUpModelLoaderNode(node) {
+  const item = widget(node, "model_name");
+  if (!item) return;
+  const original = item.callback;
+  item.callback = function (...args) {
+    const result = original?.apply(this, args);
+    for (const other of app.graph._nodes ?? []) {
+      if (other.comfyClass === FASTSTAR_NODE) scheduleUpdate(other);
+    }
+    return result;
+  };
+}
+
 function statisticsText(stats) {
   return [
     `time ${stats.seconds.toFixed(1)} s`,
@@ -236,6 +271,15 @@ app.registerExtension({
       nodeType.prototype.onConnectionsChange = function () {
         const result = onConnectionsChange?.apply(this, arguments);
         scheduleUpdate(this);
+        return result;
+      };
+    }
+
+    if (nodeData.name === MODEL_LOADER_NODE) {
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const result = onNodeCreated?.apply(this, arguments);
+        setUpModelLoaderNode(this);
         return result;
       };
     }
