@@ -774,7 +774,7 @@ def read_vae_state_dict(path: "str | Path") -> LazyStateDict:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """What ``load_transformer`` loaded.
+    """Description of the checkpoint ``load_transformer`` loaded.
 
     ``resolution`` is '720p', '480p', or None when neither the file metadata nor the
     folder name shows it (the two releases have identical shapes, so callers must ask).

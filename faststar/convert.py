@@ -156,7 +156,7 @@ def _write_tensors(
         tensor = state[plan.name].to(plan.dtype)
         if tuple(tensor.shape) != plan.shape:
             raise ValueError(
-                f"tensor {plan.name!r} has shape {tuple(tensor.shape)} but its header says "
+                f"tensor {plan.name!r} has shape {tuple(tensor.shape)} but its header declares "
                 f"{plan.shape}; the source file is damaged"
             )
         handle.write(_tensor_bytes(tensor))

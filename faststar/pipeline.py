@@ -134,9 +134,9 @@ def model_preset(name: str) -> ModelPreset:
 
 
 def preset_for_checkpoint(config: TransformerConfig, resolution: str | None = None) -> str | None:
-    """Name the preset a loaded transformer runs with, or None when its files do not tell.
+    """Name the preset a loaded transformer runs with, or return None when its files do not name one.
 
-    A small model is recognised by its architecture first, whatever its file names say.
+    A small model is recognised by its architecture first, whatever its file names contain.
     ``resolution`` is what the checkpoint loader read from file names or metadata
     ('720p' or '480p' for the released model).
     """
@@ -359,9 +359,9 @@ def generate_segment(
 ) -> tuple[torch.Tensor, torch.Tensor, LoopResult]:
     """Generate one segment of the interactive long-video mode.
 
-    ``former`` [1, 64, F, H, W] is the latent of the story so far (its last F frames) and
-    ``first_frame`` [1, 64, 1, H, W] the story's first latent frame; ``plan`` is a one-clip
-    schedule (``plan_interactive_clip``) and ``spec`` an ``InteractiveConditionSpec``.
+    ``former`` [1, 64, F, H, W] is the latent of the story so far (its last F frames), and
+    ``first_frame`` [1, 64, 1, H, W] is the story's first latent frame. ``plan`` is a
+    one-clip schedule (``plan_interactive_clip``) and ``spec`` an ``InteractiveConditionSpec``.
     The generator is seeded anew for every segment, as the reference does. Returns the new
     clip's codes, the former latent for the next segment and the loop result.
     """

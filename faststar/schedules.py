@@ -686,7 +686,7 @@ def _clip_canvas(scales: list[Scale], clip: int, scales_per_clip: int, first_ful
 
 @dataclass(frozen=True)
 class _ScalePlan:
-    """What all repetitions of one scale share."""
+    """Settings that all repetitions of one scale share."""
 
     si: int
     clip: int

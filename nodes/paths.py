@@ -30,10 +30,10 @@ TEXT_ENCODER_FOLDERS = ("infinitystar", "text_encoders")
 SHARD_INDEX_NAME = "model.safetensors.index.json"
 TRANSFORMER_EXTENSIONS = {".safetensors"}
 VAE_EXTENSIONS = {".pth", ".pt", ".safetensors"}
-# Files a Hugging Face model folder holds beside its weights.
+# Files a Hugging Face model folder contains beside its weights.
 HF_CONFIG_NAME = "config.json"
 
-# How deep below a base folder the listings look for sharded and Hugging Face folders.
+# Folder depth below a base folder that the listings search for sharded and Hugging Face folders.
 MAX_FOLDER_DEPTH = 3
 
 # The loaders' first choice: the demo model shipped in faststar/demo/weights.

@@ -156,7 +156,7 @@ class TextEncode(io.ComfyNode):
 
 
 def text_encoder_prompt(prompt: str, seconds: int | None, detail_suffix: bool) -> str:
-    """Decorate the prompt as the reference scripts do before T5 sees it."""
+    """Decorate the prompt as the reference scripts do before T5 encodes it."""
     return text_encoder.decorate_prompt(
         prompt, duration_seconds=seconds or 5, add_duration_tag=seconds is not None, add_suffix=detail_suffix,
     )

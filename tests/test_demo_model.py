@@ -82,7 +82,7 @@ def test_faststar_prunes_tokens(demo):
 
 
 # NOTE: the shipped weights are not trained far enough to reach the colour and motion
-# targets yet; these checks report the gap until better weights ship.
+# targets yet. These checks report the gap until better weights ship.
 @pytest.mark.xfail(reason="demo model under-trained: colour target not reached yet", strict=False)
 def test_colour_matches_caption_for_fixed_seeds(fixed_videos):
     judged = [(caption.text(), judge_colour(track(video))) for caption, video in fixed_videos]

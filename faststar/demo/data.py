@@ -111,7 +111,7 @@ def parse_caption(text: str) -> Caption:
 
 
 def all_captions(held_out: bool) -> list[Caption]:
-    """Every caption of the training (False) or held-out (True) split, with and without background."""
+    """Return every caption of the training (False) or held-out (True) split, with and without background."""
     captions = []
     for colour in COLOURS:
         for shape in SHAPES:

@@ -58,7 +58,7 @@ def parse_seeds(text: str) -> list[int]:
 
 @dataclass
 class PairResult:
-    """What one (caption, seed) pair produced."""
+    """Measurements of one (caption, seed) pair."""
 
     caption: str
     seed: int
@@ -163,12 +163,12 @@ def _verdict(value: float, target: float) -> str:
 
 
 def _number(value: float | None, spec: str, unit: str = "") -> str:
-    """Format a mean, or say that every pair gave identical videos (infinite PSNR)."""
+    """Format a mean, or state that every pair gave identical videos (infinite PSNR)."""
     return "identical videos" if value is None else f"{value:{spec}}{unit}"
 
 
 def format_report(report: Report) -> str:
-    """The report as lines of text, each measured number next to its target."""
+    """Format the report as lines of text, each measured number next to its target."""
     colour, motion = report.share("colour_ok"), report.share("motion_ok")
     lines = [
         f"held-out captions: {len(report.pairs)} (caption, seed) pairs",

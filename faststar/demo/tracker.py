@@ -82,7 +82,7 @@ def _end_means(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def judge_motion(found: Track) -> str | None:
-    """The motion the shape's path shows, in grammar words, or None when no shape was found.
+    """Classify the motion of the shape's path in grammar words, or return None when no shape was found.
 
     Growth is checked first, then a net displacement, whose dominant axis and sign give the
     direction, then a vertical range without net displacement (bouncing). A shape that does
