@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 from faststar.demo import load_demo
 from faststar.demo.data import Caption
-from faststar.demo.evaluate import TARGET_COLOUR, TARGET_MOTION
+from faststar.demo.evaluate import TARGET_COLOUR, TARGET_MOTION, evaluate, format_report, pruning_plan
 from faststar.demo.preset import TRANSFORMER_CONFIG, VAE_CONFIG
 from faststar.demo.sampling import generate_video
 from faststar.demo.tracker import judge_colour, judge_motion, track
@@ -110,3 +110,29 @@ def test_training_step_lowers_loss():
     last, _ = batch_loss(model, encoder, latents, token_ids, no_flip, kept)
     assert last.item() < first.item()
     assert encoder.token_embed.weight.grad is not None
+
+
+def test_evaluate_judges_pruned_videos(demo):
+    plan, label = pruning_plan("balanced", "random")
+    report = evaluate(demo, seeds=[0], vae_clips=1, pruning=plan, limit=1, pruning_label=label)
+    pair = report.pairs[0]
+    assert report.pruning == "balanced, score random"
+    assert plan.score == "random"
+    assert isinstance(pair.pruned_colour_ok, bool)
+    assert isinstance(pair.pruned_motion_ok, bool)
+    assert 0.0 < pair.kept_fraction < 1.0
+    assert "with FastSTAR: colour matches caption" in format_report(report)
+
+
+def test_evaluate_dense_only_skips_pruned_judges(demo):
+    report = evaluate(demo, seeds=[0], vae_clips=1, pruning=None, limit=1)
+    assert report.pruning is None
+    assert report.pairs[0].pruned_colour_ok is None
+    assert "with FastSTAR" not in format_report(report)
+
+
+def test_pruning_plan_rejects_score_without_preset():
+    with pytest.raises(ValueError, match="--score random needs a pruning preset"):
+        pruning_plan("none", "random")
+    assert pruning_plan("none", None) == (None, None)
+    assert pruning_plan("fast", None)[1] == "fast"

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..metrics import ssim
-from ..pruning import DEFAULT_PRESET
+from ..pruning import DEFAULT_PRESET, SCORES, PruningConfig, preset
 from .data import BACKGROUNDS, HELD_OUT_TRIPLES, Caption, make_samples
 from .sampling import generate_video
 from .tracker import judge_colour, judge_motion, track
@@ -71,6 +71,8 @@ class PairResult:
     kept_fraction: float | None = None
     psnr_vs_dense: float | None = None
     ssim_vs_dense: float | None = None
+    pruned_colour_ok: bool | None = None  # colour_ok and motion_ok of the pruned video
+    pruned_motion_ok: bool | None = None
 
 
 @dataclass
@@ -84,7 +86,9 @@ class Report:
     seconds: float = 0.0
 
     def share(self, attribute: str) -> float:
-        return sum(getattr(pair, attribute) for pair in self.pairs) / len(self.pairs)
+        """Fraction of the pairs measured for ``attribute`` where it is true."""
+        values = [getattr(pair, attribute) for pair in self.pairs if getattr(pair, attribute) is not None]
+        return sum(values) / len(values)
 
     def mean(self, attribute: str) -> float | None:
         values = [getattr(pair, attribute) for pair in self.pairs if getattr(pair, attribute) is not None]
@@ -126,8 +130,8 @@ def vae_psnr(demo: DemoModel, clips: int) -> float:
     return statistics.fmean(scores)
 
 
-def evaluate_pair(demo: DemoModel, caption: Caption, seed: int, pruning: str | None) -> PairResult:
-    """Generate dense (and pruned), judge the dense video and compare the two."""
+def evaluate_pair(demo: DemoModel, caption: Caption, seed: int, pruning: "PruningConfig | str | None") -> PairResult:
+    """Generate dense (and pruned), judge both videos against the caption and compare them."""
     dense = generate_video(demo, caption.text(), seed, pruning=None)
     found = track(dense.video)
     colour, motion = judge_colour(found), judge_motion(found)
@@ -141,13 +145,24 @@ def evaluate_pair(demo: DemoModel, caption: Caption, seed: int, pruning: str | N
     result.kept_fraction = pruned.kept_fraction
     result.psnr_vs_dense = video_psnr(pruned.video, dense.video)
     result.ssim_vs_dense = ssim(to_frames(pruned.video), to_frames(dense.video)).mean
+
+    found = track(pruned.video)
+    result.pruned_colour_ok = judge_colour(found) == caption.colour
+    result.pruned_motion_ok = judge_motion(found) == caption.motion
     return result
 
 
-def evaluate(demo: DemoModel, seeds: list[int], vae_clips: int, pruning: str | None,
-             limit: int | None = None) -> Report:
+def evaluate(demo: DemoModel, seeds: list[int], vae_clips: int, pruning: "PruningConfig | str | None",
+             limit: int | None = None, pruning_label: str | None = None) -> Report:
+    """Measure the VAE, then every held-out caption x seed, dense and with ``pruning``.
+
+    ``pruning_label`` names the plan in the report (default: ``pruning`` itself).
+    """
     started = time.perf_counter()
-    report = Report(vae_psnr(demo, vae_clips), vae_clips, pruning=pruning)
+    label = pruning_label or (pruning if isinstance(pruning, str) else None)
+    if pruning is not None and label is None:
+        label = "custom plan"
+    report = Report(vae_psnr(demo, vae_clips), vae_clips, pruning=label)
     captions = held_out_captions()[:limit]
     for caption in captions:
         for seed in seeds:
@@ -181,11 +196,24 @@ def format_report(report: Report) -> str:
         lines += [
             f"FastSTAR ({report.pruning}) against dense: PSNR {_number(report.mean('psnr_vs_dense'), '.2f', ' dB')}, "
             f"SSIM {report.mean('ssim_vs_dense'):.4f}, tokens forwarded {report.mean('kept_fraction'):.1%}",
+            f"with FastSTAR: colour matches caption {report.share('pruned_colour_ok'):.0%}, "
+            f"motion {report.share('pruned_motion_ok'):.0%}",
             f"transformer loop: dense {report.mean('dense_seconds'):.3f} s, FastSTAR "
             f"{report.mean('pruned_seconds'):.3f} s, speedup {report.speedup():.2f}x",
         ]
     lines.append(f"evaluation took {report.seconds:.0f} s")
     return "\n".join(lines)
+
+
+def pruning_plan(name: str, score: str | None) -> tuple[PruningConfig | None, str | None]:
+    """Return the plan of preset ``name`` ('none': dense only) with ``score`` if given, and its label."""
+    if name == "none":
+        if score is not None:
+            raise ValueError(f"--score {score} needs a pruning preset; drop --score or give --pruning balanced")
+        return None, None
+    if score is None:
+        return preset(name), name
+    return preset(name, score=score), f"{name}, score {score}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +223,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-clips", type=int, default=16, help="held-out clips for the VAE PSNR")
     parser.add_argument("--pruning", default=DEFAULT_PRESET,
                         help="FastSTAR preset compared with dense; 'none' skips the comparison")
+    parser.add_argument("--score", choices=SCORES,
+                        help="token score of the pruning plan, replacing the preset's (default: the preset's own)")
     parser.add_argument("--json", help="also write every measured number to this JSON file")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
@@ -206,10 +236,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"invalid --limit {args.limit}: give 1 or more captions")
     if args.vae_clips < 1:
         raise ValueError(f"invalid --vae-clips {args.vae_clips}: give 1 or more clips")
-    pruning = None if args.pruning == "none" else args.pruning
+    pruning, label = pruning_plan(args.pruning, args.score)
 
     demo = load_demo(args.weights)
-    report = evaluate(demo, parse_seeds(args.seeds), args.vae_clips, pruning, args.limit)
+    report = evaluate(demo, parse_seeds(args.seeds), args.vae_clips, pruning, args.limit, label)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..pipeline import GenerationSettings, generate
-from ..pruning import DEFAULT_PRESET, FastStarPruner, preset
+from ..pruning import DEFAULT_PRESET, FastStarPruner, PruningConfig, preset
 from .preset import VIDEO_FRAMES
 from .weights import DemoModel
 
@@ -24,12 +24,17 @@ class DemoVideo:
     kept_fraction: float  # tokens forwarded / tokens of the schedule (1.0 when dense)
 
 
-def generate_video(demo: DemoModel, prompt: str, seed: int, pruning: str | None = DEFAULT_PRESET,
+def generate_video(demo: DemoModel, prompt: str, seed: int, pruning: "PruningConfig | str | None" = DEFAULT_PRESET,
                    settings: GenerationSettings | None = None) -> DemoVideo:
-    """Generate and decode one demo video; ``pruning`` names a FastSTAR preset, None runs dense."""
+    """Generate and decode one demo video.
+
+    ``pruning`` is a FastSTAR plan or the name of a preset; None runs dense.
+    """
     settings = settings or GenerationSettings(preset=demo.preset, video_frames=VIDEO_FRAMES, seed=seed)
     features = demo.text_encoder.encode(prompt)
-    pruner = FastStarPruner(preset(pruning)) if pruning is not None else None
+    pruner = None
+    if pruning is not None:
+        pruner = FastStarPruner(preset(pruning) if isinstance(pruning, str) else pruning)
 
     result = generate(demo.transformer, features, settings, pruner=pruner)
     tokens = sum(stat.tokens for stat in result.stats if stat.forwarded)
