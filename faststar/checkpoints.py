@@ -887,8 +887,8 @@ def load_transformer(
         parameter_count=sum(parameter.numel() for parameter in model.parameters()),
     )
     logger.info(
-        "loaded InfinityStar transformer from %s: %s, %.3fB parameters, blocks in %s, resolution %s",
-        source, _describe_config(config), info.parameter_count / 1e9, dtype_name(block_dtype),
+        "loaded InfinityStar transformer from %s: %s, %s parameters, blocks in %s, resolution %s",
+        source, _describe_config(config), format_count(info.parameter_count), dtype_name(block_dtype),
         resolution or "unknown",
     )
     return model, info
@@ -912,3 +912,7 @@ def load_vae(path: "str | Path", device: "str | torch.device" = "cpu"):
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from error
 
+
+def format_count(count: int) -> str:
+    """Format a parameter count in billions (8B model) or millions (demo model)."""
+    return f"{count / 1e9:.3f}B" if count >= 1e8 else f"{count / 1e6:.3f}M"

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="video file to write (.mp4, .webm or .webp)")
     parser.add_argument("--seed", type=int, default=41, help="sampling seed (default 41)")
     parser.add_argument("--frames", type=int, default=None,
-                        help="video frames, 16m+1 (default: the model's video length; 1 makes an image)")
+                        help="video frames, 16m+1 (default: the model's video length; 1 makes an image; the demo model makes 17 only)")
     parser.add_argument("--aspect", type=float, default=None,
                         help=f"height/width, snapped to the nearest template of {sorted(TEMPLATES)}")
     parser.add_argument("--pruning", default="balanced", choices=sorted(PRUNING_PRESETS),
@@ -135,8 +135,8 @@ def check_device(name: str) -> None:
 
 def check_arguments(args) -> None:
     """Reject bad options before any model is loaded."""
-    video_format(args.output)
     check_output_path(args.output)
+    video_format(args.output)
     check_device(args.device)
     if args.model is None and (args.vae is not None or args.text_encoder is not None):
         raise ValueError("--vae and --text-encoder go with --model; without --model the demo model is used")

@@ -145,10 +145,12 @@ def video_format(path: Path, format: str | None = None) -> VideoFormat:
 def check_output_path(path: Path) -> None:
     """Reject an existing target (a dangling link too) and a missing or unwritable folder."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name in it, e.g. {path / 'video.mp4'}")
     if os.path.lexists(path):
         raise FileExistsError(f"{path} already exists; choose another name (files are never overwritten)")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {path.parent} does not exist")
+        raise FileNotFoundError(f"output folder {path.parent} does not exist; create it first")
     try:
         handle, probe = tempfile.mkstemp(prefix=".probe-", dir=path.parent)
     except OSError as error:
@@ -173,8 +175,8 @@ def write_video(
     in the container, or in EXIF strings for webp.
     """
     path = Path(path)
-    video_format(path, format)
     check_output_path(path)
+    video_format(path, format)
     return write_video_to_free_name(frames, [path], fps=fps, format=format, metadata=metadata, quality=quality)
 
 

@@ -1,5 +1,6 @@
 """The shipped demo model: weights load, videos move, colour and motion follow the prompt."""
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ from safetensors import safe_open
 
 from faststar.demo import load_demo
 from faststar.demo.data import Caption
-from faststar.demo.evaluate import TARGET_COLOUR, TARGET_MOTION, evaluate, format_report, pruning_plan
+from faststar.demo.evaluate import TARGET_COLOUR, TARGET_MOTION, add_arguments, evaluate, format_report
+from faststar.demo.evaluate import pruning_plan, run
 from faststar.demo.preset import TRANSFORMER_CONFIG, VAE_CONFIG
 from faststar.demo.sampling import generate_video
 from faststar.demo.tracker import judge_colour, judge_motion, track
@@ -136,3 +138,17 @@ def test_pruning_plan_rejects_score_without_preset():
         pruning_plan("none", "random")
     assert pruning_plan("none", None) == (None, None)
     assert pruning_plan("fast", None)[1] == "fast"
+
+
+def test_evaluate_command_checks_json_path_first(tmp_path, monkeypatch):
+    def fail_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the argument check")
+
+    monkeypatch.setattr("faststar.demo.evaluate.load_demo", fail_load)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    with pytest.raises(FileNotFoundError, match="create it first"):
+        run(parser.parse_args(["--json", str(tmp_path / "missing" / "report.json")]))
+    with pytest.raises(ValueError, match="invalid --threads 0"):
+        run(parser.parse_args(["--threads", "0"]))

@@ -47,6 +47,17 @@ def test_existing_file_is_not_overwritten(tmp_path):
     assert target.read_bytes() == b"keep me"
 
 
+
+def test_folder_as_output_names_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        write_video(moving_square(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_folder_says_create_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="create it first"):
+        write_video(moving_square(), tmp_path / "missing" / "clip.mp4")
+
 def test_odd_size_rejected_without_files(tmp_path):
     with pytest.raises(ValueError, match="odd"):
         write_video(moving_square(height=33), tmp_path / "odd.mp4")

@@ -26,6 +26,7 @@ import torch
 
 from ..metrics import ssim
 from ..pruning import DEFAULT_PRESET, SCORES, PruningConfig, preset
+from ..video_io import check_output_path
 from .data import BACKGROUNDS, HELD_OUT_TRIPLES, Caption, make_samples
 from .sampling import generate_video
 from .tracker import judge_colour, judge_motion, track
@@ -230,13 +231,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"invalid --limit {args.limit}: give 1 or more captions")
     if args.vae_clips < 1:
         raise ValueError(f"invalid --vae-clips {args.vae_clips}: give 1 or more clips")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"invalid --threads {args.threads}: give 1 or more threads")
+    if args.json:
+        # Check the report path before the run, so that a bad path does not discard minutes of work.
+        check_output_path(Path(args.json))
     pruning, label = pruning_plan(args.pruning, args.score)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     demo = load_demo(args.weights)
     report = evaluate(demo, parse_seeds(args.seeds), args.vae_clips, pruning, args.limit, label)
