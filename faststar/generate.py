@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="video file to write (.mp4, .webm or .webp)")
     parser.add_argument("--seed", type=int, default=41, help="sampling seed (default 41)")
     parser.add_argument("--frames", type=int, default=None,
-                        help="video frames, 16m+1 (default: the model's video length; 1 makes an image; the demo model makes 17 only)")
+                        help="video frames, 16m+1 (default: the model's video length; 1 makes an image). "
+                             "The demo model makes 17 frames only")
     parser.add_argument("--aspect", type=float, default=None,
                         help=f"height/width, snapped to the nearest template of {sorted(TEMPLATES)}")
     parser.add_argument("--pruning", default="balanced", choices=sorted(PRUNING_PRESETS),

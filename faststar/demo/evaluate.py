@@ -86,14 +86,17 @@ class Report:
     pruning: str | None = DEFAULT_PRESET
     seconds: float = 0.0
 
+    def measured(self, attribute: str) -> list:
+        """Return ``attribute`` of every pair that measured it (not None)."""
+        return [getattr(pair, attribute) for pair in self.pairs if getattr(pair, attribute) is not None]
+
     def share(self, attribute: str) -> float:
-        """Fraction of the pairs measured for ``attribute`` where it is true."""
-        values = [getattr(pair, attribute) for pair in self.pairs if getattr(pair, attribute) is not None]
+        """Return the fraction of the pairs measured for ``attribute`` where it is true."""
+        values = self.measured(attribute)
         return sum(values) / len(values)
 
     def mean(self, attribute: str) -> float | None:
-        values = [getattr(pair, attribute) for pair in self.pairs if getattr(pair, attribute) is not None]
-        finite = [value for value in values if value != float("inf")]
+        finite = [value for value in self.measured(attribute) if value != float("inf")]
         return statistics.fmean(finite) if finite else None
 
     def speedup(self) -> float | None:
@@ -131,11 +134,16 @@ def vae_psnr(demo: DemoModel, clips: int) -> float:
     return statistics.fmean(scores)
 
 
+def judge(video: torch.Tensor) -> tuple[str | None, str | None]:
+    """Track the shape of a video [3, F, H, W] and return its judged colour and motion."""
+    found = track(video)
+    return judge_colour(found), judge_motion(found)
+
+
 def evaluate_pair(demo: DemoModel, caption: Caption, seed: int, pruning: "PruningConfig | str | None") -> PairResult:
     """Generate dense (and pruned), judge both videos against the caption and compare them."""
     dense = generate_video(demo, caption.text(), seed, pruning=None)
-    found = track(dense.video)
-    colour, motion = judge_colour(found), judge_motion(found)
+    colour, motion = judge(dense.video)
     result = PairResult(caption.text(), seed, colour, motion, colour == caption.colour, motion == caption.motion,
                         dense.transformer_seconds)
     if pruning is None:
@@ -147,9 +155,9 @@ def evaluate_pair(demo: DemoModel, caption: Caption, seed: int, pruning: "Prunin
     result.psnr_vs_dense = video_psnr(pruned.video, dense.video)
     result.ssim_vs_dense = ssim(to_frames(pruned.video), to_frames(dense.video)).mean
 
-    found = track(pruned.video)
-    result.pruned_colour_ok = judge_colour(found) == caption.colour
-    result.pruned_motion_ok = judge_motion(found) == caption.motion
+    pruned_colour, pruned_motion = judge(pruned.video)
+    result.pruned_colour_ok = pruned_colour == caption.colour
+    result.pruned_motion_ok = pruned_motion == caption.motion
     return result
 
 
@@ -157,13 +165,12 @@ def evaluate(demo: DemoModel, seeds: list[int], vae_clips: int, pruning: "Prunin
              limit: int | None = None, pruning_label: str | None = None) -> Report:
     """Measure the VAE, then every held-out caption x seed, dense and with ``pruning``.
 
-    ``pruning_label`` names the plan in the report (default: ``pruning`` itself).
+    ``pruning_label`` names the plan in the report (default: the preset name, or "custom plan").
     """
     started = time.perf_counter()
-    label = pruning_label or (pruning if isinstance(pruning, str) else None)
-    if pruning is not None and label is None:
-        label = "custom plan"
-    report = Report(vae_psnr(demo, vae_clips), vae_clips, pruning=label)
+    if pruning_label is None and pruning is not None:
+        pruning_label = pruning if isinstance(pruning, str) else "custom plan"
+    report = Report(vae_psnr(demo, vae_clips), vae_clips, pruning=pruning_label)
     captions = held_out_captions()[:limit]
     for caption in captions:
         for seed in seeds:
